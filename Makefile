@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   -> demo corpus (piper voice) -> features -> train configs/tiny.yaml -> synth demo/hello.wav
+#   make test   -> lint + the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEMO   := demo
+DEMO_SENTENCES ?= 400
+DEMO_ARGS ?=
+
+.PHONY: demo test lint bench clean-demo
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	# torch first, pinned: this version is a CPU build on local disk; others pull CUDA builds.
+	$(BIN)/pip install --quiet torch==2.13.0
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[demo,eval,test]"
+	touch $@
+
+$(DEMO)/corpus/metadata.csv: | $(VENV)/.installed
+	$(BIN)/voxtrain make-corpus $(DEMO)/corpus --voice piper --sentences $(DEMO_SENTENCES)
+
+$(DEMO)/features/COMPLETE: $(DEMO)/corpus/metadata.csv
+	$(BIN)/voxtrain prepare $(DEMO)/corpus --out $(DEMO)/features --config configs/tiny.yaml
+
+demo: $(VENV)/.installed $(DEMO)/features/COMPLETE
+	$(BIN)/voxtrain train --features $(DEMO)/features --run $(DEMO)/runs/tiny --config configs/tiny.yaml $(DEMO_ARGS)
+	$(BIN)/voxtrain synth --checkpoint $(DEMO)/runs/tiny/checkpoints/best.safetensors \
+		--text "Hello! This voice was trained by voxtrain on two CPU cores." --out $(DEMO)/hello.wav
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests bench
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+clean-demo:
+	rm -rf $(DEMO)

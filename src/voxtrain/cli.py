@@ -1,0 +1,186 @@
+"""Command line: a thin layer over functions a user can call from Python."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Train FastSpeech2 + HiFi-GAN voices and run the trainings like production jobs.",
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default: built-in defaults).")]
+SetOpt = Annotated[
+    Optional[list[str]], typer.Option("--set", help="Override a config value: --set training.lr=2e-4 (repeatable).")
+]
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _config(path: Optional[Path], overrides: Optional[list[str]]):
+    from voxtrain.config import ConfigError, load_config
+
+    try:
+        return load_config(path, overrides or [])
+    except ConfigError as err:
+        _fail(str(err))
+
+
+@app.command()
+def prepare(
+    corpus: Annotated[Path, typer.Argument(help="LJSpeech-format folder: metadata.csv + wavs/.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Feature store directory to write (resumable).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: core count).")] = None,
+) -> None:
+    """Turn a corpus into a compact feature store (mel, pitch, energy, phoneme ids)."""
+    from voxtrain.data import PrepareError, prepare_corpus
+
+    cfg = _config(config, set_)
+    try:
+        report = prepare_corpus(corpus, out, cfg, workers=workers, progress=True)
+    except PrepareError as err:
+        _fail(str(err))
+    typer.echo(report.summary() if hasattr(report, "summary") else str(report))
+
+
+@app.command("make-corpus")
+def make_corpus_cmd(
+    out: Annotated[Path, typer.Argument(help="Directory of the LJSpeech-format corpus to write.")],
+    voice: Annotated[str, typer.Option(help="piper (natural, needs the demo extra) or espeak (fast).")] = "piper",
+    sentences: Annotated[int, typer.Option("--sentences", "-n", help="Number of sentences.")] = 400,
+    seed: Annotated[int, typer.Option(help="Seed of the sentence selection.")] = 0,
+) -> None:
+    """Write a demo corpus spoken by a pretrained voice, from voxtrain's own sentence list."""
+    from voxtrain.corpus import CorpusError, make_corpus
+
+    try:
+        summary = make_corpus(out, voice=voice, n_sentences=sentences, seed=seed, progress=True)
+    except CorpusError as err:
+        _fail(str(err))
+    typer.echo(f"wrote {summary.n_clips} clips ({summary.seconds / 60:.1f} min, voice {summary.voice}) to {out}")
+
+
+@app.command()
+def train(
+    features: Annotated[Path, typer.Option("--features", "-f", help="Feature store written by `prepare`.")],
+    run: Annotated[Path, typer.Option("--run", "-r", help="Run directory (resumed if it has checkpoints).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    until_step: Annotated[
+        Optional[int], typer.Option(help="Stop this invocation at this step (a stage target).")
+    ] = None,
+    init_from: Annotated[
+        Optional[Path], typer.Option(help="Fine-tune: start a NEW run from these weights (.pt or .safetensors).")
+    ] = None,
+    skip_mismatched: Annotated[
+        bool, typer.Option(help="With --init-from: keep tensors whose shapes differ freshly initialised.")
+    ] = False,
+    verbose: bool = False,
+) -> None:
+    """Train (or resume, or fine-tune) to a stage target; SIGTERM/Ctrl-C saves and exits cleanly."""
+    _setup_logging(verbose)
+    from voxtrain.data.store import StoreError
+    from voxtrain.train.engine import TrainOptions
+    from voxtrain.train.engine import train as run_training
+    from voxtrain.train.session import SessionError
+
+    cfg = _config(config, set_)
+    opts = TrainOptions(run_dir=run, features=features, config=cfg, until_step=until_step,
+                        init_from=init_from, skip_mismatched=skip_mismatched)
+    try:
+        result = run_training(opts)
+    except (StoreError, SessionError) as err:
+        _fail(str(err))
+    if result.exit_code:
+        typer.secho(result.reason, fg=typer.colors.RED, err=True)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def synth(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-k", help="Checkpoint .pt or exported .safetensors.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .wav (one text) or directory.")],
+    text: Annotated[Optional[str], typer.Option("--text", "-t", help="Text to speak.")] = None,
+    text_file: Annotated[Optional[Path], typer.Option(help="File with one sentence per line.")] = None,
+    vocoder: Annotated[str, typer.Option(help="hifigan or griffin-lim.")] = "hifigan",
+    vocoder_path: Annotated[Optional[Path], typer.Option(help="A jik876-format HiFi-GAN generator file.")] = None,
+    pace: Annotated[float, typer.Option(help="Speaking rate: 1.0 normal, 1.2 faster.")] = 1.0,
+) -> None:
+    """Synthesize text to WAV with a trained model and a neural vocoder."""
+    from voxtrain.synth import SynthError, synthesize
+    from voxtrain.vocoder import VocoderError
+
+    if (text is None) == (text_file is None):
+        _fail("give exactly one of --text or --text-file")
+    if text_file is not None:
+        if not text_file.is_file():
+            _fail(f"--text-file {text_file}: no such file")
+        texts = [line for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        texts = [text]
+    try:
+        paths = synthesize(texts if len(texts) > 1 else texts[0], checkpoint, out, vocoder, vocoder_path, pace)
+    except (SynthError, VocoderError) as err:
+        _fail(str(err))
+    for p in paths:
+        typer.echo(f"wrote {p}")
+
+
+@app.command()
+def checkpoints(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+    """List a run's checkpoints: step, time, size, validity, best, total disk use."""
+    from voxtrain.ops.report import print_checkpoints
+
+    print_checkpoints(run)
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint .pt to export.")],
+    out: Annotated[Path, typer.Argument(help="Output .safetensors path (a .json sidecar is written beside it).")],
+    fp16: Annotated[bool, typer.Option(help="Store weights in float16 (half the size).")] = False,
+) -> None:
+    """Export inference weights (safetensors + JSON with config and symbols) that `synth` loads."""
+    from voxtrain.train.checkpoints import CheckpointError, export_weights, load_state
+
+    if out.suffix != ".safetensors":
+        _fail(f"{out}: the export must end in .safetensors")
+    try:
+        state = load_state(checkpoint)
+    except CheckpointError as err:
+        _fail(str(err))
+    if "model" not in state or "config" not in state:
+        _fail(f"{checkpoint}: not a voxtrain training checkpoint")
+    meta = {"config": state["config"], "symbols": state["symbols"], "step": state.get("step")}
+    export_weights(state["model"], meta, out, fp16=fp16)
+    typer.echo(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB) and {out.with_suffix('.json').name}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

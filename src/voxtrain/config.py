@@ -1,0 +1,289 @@
+"""Typed configuration: every default of voxtrain lives here.
+
+A run is described by one YAML file validated by these pydantic models. Unknown keys,
+wrong types and out-of-range values fail at load time with a message naming the key
+path, the bad value and what is allowed, so a typo never costs two days of training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message says where and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AudioConfig(_Section):
+    """Waveform and feature conventions. The mel settings follow HiFi-GAN exactly so the
+    pretrained vocoder can render our mels; change them only with a vocoder trained to match."""
+
+    sample_rate: int = Field(22050, gt=0, description="Target sample rate in Hz; input is resampled to it.")
+    n_fft: int = Field(1024, gt=0, description="FFT size of the STFT.")
+    win_length: int = Field(1024, gt=0, description="Hann window length in samples.")
+    hop_length: int = Field(256, gt=0, description="Samples between mel frames.")
+    n_mels: int = Field(80, gt=0, description="Number of mel bands.")
+    fmin: float = Field(0.0, ge=0, description="Lowest mel filter frequency in Hz.")
+    fmax: float = Field(8000.0, gt=0, description="Highest mel filter frequency in Hz.")
+    trim_silence: bool = Field(True, description="Trim leading and trailing silence before features.")
+    trim_top_db: float = Field(40.0, gt=0, description="Frames quieter than peak minus this many dB count as silence.")
+    min_seconds: float = Field(0.5, ge=0, description="Clips shorter than this (after trimming) are rejected.")
+    max_seconds: float = Field(15.0, gt=0, description="Clips longer than this (after trimming) are rejected.")
+    pitch_floor: float = Field(71.0, gt=0, description="Lowest F0 searched by the pitch tracker, Hz.")
+    pitch_ceil: float = Field(800.0, gt=0, description="Highest F0 searched by the pitch tracker, Hz.")
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> AudioConfig:
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length ({self.win_length}) must be <= n_fft ({self.n_fft})")
+        if self.fmax > self.sample_rate / 2:
+            raise ValueError(f"fmax ({self.fmax}) must be <= sample_rate/2 ({self.sample_rate / 2})")
+        if self.min_seconds >= self.max_seconds:
+            raise ValueError(f"min_seconds ({self.min_seconds}) must be < max_seconds ({self.max_seconds})")
+        if self.pitch_floor >= self.pitch_ceil:
+            raise ValueError("pitch_floor must be < pitch_ceil")
+        return self
+
+
+class TextConfig(_Section):
+    """Text front end: normalization and grapheme-to-phoneme conversion."""
+
+    language: str = Field("en-us", description="espeak-ng language code used by phonemizer.")
+    keep_punctuation: bool = Field(True, description="Keep punctuation marks as symbols (they carry prosody).")
+    keep_stress: bool = Field(True, description="Keep IPA primary/secondary stress marks.")
+
+
+class DataConfig(_Section):
+    """How a prepared feature store is split and loaded."""
+
+    val_size: int = Field(46, ge=1, description="Number of clips held out for validation (seeded split).")
+    split_seed: int = Field(1234, description="Seed of the deterministic train/validation split.")
+    shard_size: int = Field(256, ge=1, description="Clips per storage shard written by prepare.")
+    num_workers: int = Field(1, ge=0, description="DataLoader worker processes during training.")
+
+
+class AlignerConfig(_Section):
+    """Learned alignment (Badlani et al. 2021): no external forced aligner needed."""
+
+    attention_dim: int = Field(80, gt=0, description="Width of the alignment encoder's key/query space.")
+    temperature: float = Field(0.0005, gt=0, description="Softmax temperature of the alignment distances.")
+    prior_scaling: float = Field(1.0, gt=0, description="Scaling of the beta-binomial alignment prior.")
+    binarization_start_step: int = Field(2000, ge=0, description="Step at which the binarization loss starts.")
+    binarization_ramp_steps: int = Field(2000, ge=0, description="Steps over which the binarization weight ramps to 1.")
+
+
+class ModelConfig(_Section):
+    """FastSpeech2 architecture."""
+
+    hidden: int = Field(256, gt=0, description="Width of encoder and decoder.")
+    encoder_layers: int = Field(4, ge=1, description="FFT blocks in the encoder.")
+    decoder_layers: int = Field(4, ge=1, description="FFT blocks in the decoder.")
+    heads: int = Field(4, ge=1, description="Attention heads per FFT block.")
+    conv_filter: int = Field(1024, gt=0, description="Inner width of the convolutional feed-forward.")
+    conv_kernel: int = Field(9, ge=1, description="Kernel size of the convolutional feed-forward.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout inside the FFT blocks.")
+    predictor_layers: int = Field(2, ge=1, description="Conv layers of the duration/pitch/energy predictors.")
+    predictor_filter: int = Field(256, gt=0, description="Channels of the variance predictors.")
+    predictor_kernel: int = Field(3, ge=1, description="Kernel size of the variance predictors.")
+    predictor_dropout: float = Field(0.5, ge=0, lt=1, description="Dropout in the variance predictors.")
+    variance_embedding_kernel: int = Field(9, ge=1, description="Kernel of the conv embedding pitch/energy.")
+    postnet_layers: int = Field(0, ge=0, description="Conv postnet layers after the mel head (0 = no postnet).")
+    postnet_channels: int = Field(512, gt=0, description="Channels of the postnet.")
+    max_positions: int = Field(4000, gt=0, description="Longest sequence the positional table covers.")
+    aligner: AlignerConfig = Field(default_factory=AlignerConfig)
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> ModelConfig:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class LossWeights(_Section):
+    mel: float = Field(1.0, ge=0, description="Weight of the mel reconstruction loss.")
+    duration: float = Field(0.1, ge=0, description="Weight of the log-duration loss.")
+    pitch: float = Field(0.1, ge=0, description="Weight of the phoneme-level pitch loss.")
+    energy: float = Field(0.1, ge=0, description="Weight of the phoneme-level energy loss.")
+    forward_sum: float = Field(1.0, ge=0, description="Weight of the aligner's forward-sum (CTC) loss.")
+    binarization: float = Field(1.0, ge=0, description="Final weight of the binarization loss (ramped in).")
+
+
+class TrainingConfig(_Section):
+    """Optimisation and the training loop's cadence. A "step" is always an optimizer step."""
+
+    max_steps: int = Field(200_000, ge=1, description="Length of the schedule; the LR schedule follows it.")
+    batch_size: int = Field(16, ge=1, description="Utterances per micro-batch per process.")
+    batch_frames: int = Field(
+        0, ge=0, description="If > 0, batches are filled by total mel frames up to this cap instead of batch_size."
+    )
+    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated into one optimizer step.")
+    optimizer: Literal["adam", "adamw"] = Field("adam", description="Optimizer.")
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas.")
+    eps: float = Field(1e-9, gt=0, description="Adam epsilon.")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay.")
+    grad_clip: float = Field(1.0, ge=0, description="Max global gradient norm (0 disables clipping).")
+    scheduler: Literal["noam", "constant", "warmup_cosine"] = Field("noam", description="LR schedule.")
+    warmup_steps: int = Field(4000, ge=0, description="Warm-up steps of the schedule.")
+    mel_loss: Literal["l1", "mse"] = Field("l1", description="Mel reconstruction loss.")
+    loss_weights: LossWeights = Field(default_factory=LossWeights)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 where supported (CUDA with bf16, CPU), else fp32."
+    )
+    seed: int = Field(1234, description="Seed of weights init, data order and dropout.")
+    log_every: int = Field(100, ge=1, description="Steps between metrics records.")
+    validate_every: int = Field(1000, ge=1, description="Steps between validation passes and samples.")
+    save_every: int = Field(5000, ge=1, description="Steps between checkpoints.")
+    max_nonfinite_steps: int = Field(
+        20, ge=1, description="Consecutive NaN/Inf steps after which the run saves and stops."
+    )
+    sample_vocoder: Literal["hifigan", "griffin-lim", "none"] = Field(
+        "hifigan", description="Vocoder that renders validation samples (none = mels only)."
+    )
+    validation_sentences: list[str] = Field(
+        default_factory=lambda: [
+            "The quick brown fox jumps over the lazy dog.",
+            "How much wood would a woodchuck chuck, if a woodchuck could chuck wood?",
+        ],
+        description="Sentences synthesized to samples/ at every validation.",
+    )
+
+    @model_validator(mode="after")
+    def _check_betas(self) -> TrainingConfig:
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must each be in [0, 1), got {list(self.betas)}")
+        return self
+
+
+class CheckpointConfig(_Section):
+    """Checkpoint rotation and disk guard."""
+
+    keep_last: int = Field(3, ge=1, description="Newest checkpoints kept besides the best one.")
+    keep_best: bool = Field(True, description="Keep (and export) the checkpoint with the best validation mel loss.")
+    disk_margin_mb: float = Field(256.0, ge=0, description="Free space kept beyond a checkpoint's size, MB.")
+
+
+class FinetuneConfig(_Section):
+    """Phase-2 defaults applied when training starts with --init-from."""
+
+    lr: float = Field(2e-5, gt=0, description="Constant LR of a fine-tune (no warm-up re-run).")
+    scheduler: Literal["noam", "constant", "warmup_cosine"] = Field("constant", description="Fine-tune schedule.")
+
+
+class Config(_Section):
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            parent = e["loc"][:-1]
+            allowed = _allowed_keys(parent)
+            msg = f"unknown key; allowed keys here: {', '.join(allowed)}"
+        else:
+            msg = e["msg"]
+            if kind == "value_error":
+                msg = msg.removeprefix("Value error, ")
+        value = e.get("input")
+        shown = "" if kind == "extra_forbidden" else f" (got {value!r})"
+        if isinstance(value, dict):
+            shown = ""
+        lines.append(f"  {path}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return []
+    return sorted(model.model_fields)
+
+
+def _parse_scalar(text: str) -> Any:
+    """Overrides are parsed as YAML scalars so `--set training.lr=2e-4` is a float."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides to a raw config dict (before validation)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.path=value")
+        key, value = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"override {item!r} has an empty key path")
+        node = data
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {p} is not a section")
+            node = child
+        node[parts[-1]] = _parse_scalar(value)
+    return data
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when path is None) and apply `--set` overrides."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(loaded).__name__}")
+        data = loaded
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source += " with --set " + " ".join(overrides)
+    return config_from_dict(data, source)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(config.to_yaml(), encoding="utf-8")

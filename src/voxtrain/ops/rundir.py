@@ -1,0 +1,107 @@
+"""The one module that names every path of a run directory.
+
+    runs/NAME/
+      config.yaml  run.json  metrics.jsonl
+      checkpoints/ckpt-step00025000.pt  checkpoints/best.safetensors (+ .json)
+      samples/step_0001000/sample_001.wav
+      tensorboard/
+      logs/train_YYYYmmdd_HHMMSS.log  logs/train.pid  logs/train.lock  logs/stop.request
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKPOINT_RE = re.compile(r"^ckpt-step(\d{8})\.pt$")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def run_info(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"ckpt-step{step:08d}.pt"
+
+    @property
+    def best_export(self) -> Path:
+        return self.checkpoints / "best.safetensors"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    def sample_dir(self, step: int) -> Path:
+        return self.samples / f"step_{step:07d}"
+
+    @staticmethod
+    def sample_name(index: int) -> str:
+        return f"sample_{index + 1:03d}.wav"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.logs / "train.pid"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.logs / "train.lock"
+
+    def new_log_file(self) -> Path:
+        return self.logs / time.strftime("train_%Y%m%d_%H%M%S.log")
+
+    def latest_log_file(self) -> Path | None:
+        logs = sorted(self.logs.glob("train_*.log")) if self.logs.is_dir() else []
+        return logs[-1] if logs else None
+
+    def checkpoint_files(self) -> list[tuple[int, Path]]:
+        """(step, path) of every rotation checkpoint, oldest first."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = []
+        for p in self.checkpoints.iterdir():
+            m = CHECKPOINT_RE.match(p.name)
+            if m:
+                found.append((int(m.group(1)), p))
+        return sorted(found)
+
+    def create(self) -> None:
+        for d in (self.root, self.checkpoints, self.samples, self.logs):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def export_sidecar(weights: Path) -> Path:
+    """The JSON (config, symbols) that travels with exported safetensors weights."""
+    return weights.with_suffix(".json")

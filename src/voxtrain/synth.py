@@ -1,0 +1,145 @@
+"""Text to waveform: the same text front end as training, the acoustic model, a vocoder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from voxtrain.config import Config, config_from_dict
+from voxtrain.model import FastSpeech2
+from voxtrain.text import SymbolTable, TextProcessor
+
+
+class SynthError(ValueError):
+    """Synthesis cannot proceed; the message says why and what to do."""
+
+
+@dataclass
+class AcousticModel:
+    model: FastSpeech2
+    config: Config
+    symbols: SymbolTable
+    step: int | None = None
+
+
+def load_acoustic_model(path: str | Path, device: str | torch.device = "cpu") -> AcousticModel:
+    """Load a training checkpoint (.pt) or an inference export (.safetensors + .json)."""
+    from voxtrain.train.checkpoints import CheckpointError, load_state
+
+    path = Path(path)
+    if not path.is_file():
+        raise SynthError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        meta_path = path.with_suffix(".json")
+        if not meta_path.is_file():
+            raise SynthError(f"{path}: the sidecar {meta_path.name} (config and symbols) is missing")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        weights = {k: v.float() for k, v in load_file(path).items()}
+    else:
+        try:
+            meta = load_state(path)
+        except CheckpointError as err:
+            raise SynthError(str(err)) from None
+        weights = meta.get("model")
+        if weights is None:
+            raise SynthError(f"{path}: not a voxtrain checkpoint (no model weights)")
+    config = config_from_dict(meta["config"], f"{path} (embedded config)")
+    symbols = SymbolTable.from_dict(meta["symbols"])
+    model = FastSpeech2(config.model, len(symbols), config.audio.n_mels)
+    model.load_state_dict(weights)
+    model.to(device).eval()
+    return AcousticModel(model, config, symbols, meta.get("step"))
+
+
+class Synthesizer:
+    """Holds a model, its text front end and a vocoder; call it with text, get audio."""
+
+    def __init__(
+        self,
+        acoustic: AcousticModel,
+        vocoder: str = "hifigan",
+        vocoder_path: str | Path | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        from voxtrain.vocoder import load_vocoder
+
+        self.acoustic = acoustic
+        self.device = torch.device(device)
+        self.text = TextProcessor(acoustic.config.text, acoustic.symbols)
+        self.vocoder = None if vocoder == "none" else load_vocoder(
+            vocoder, vocoder_path, acoustic.config.audio, self.device
+        )
+
+    @property
+    def sample_rate(self) -> int:
+        return self.acoustic.config.audio.sample_rate
+
+    def phoneme_ids(self, texts: list[str], allow_unknown: bool = False) -> list[list[int]]:
+        processed = self.text.process(texts)
+        for text, p in zip(texts, processed):
+            unknown = self.acoustic.symbols.unknown(p.phonemes)
+            if unknown and not allow_unknown:
+                raise SynthError(
+                    f"the model has never seen the symbol(s) {' '.join(sorted(set(unknown)))!r} "
+                    f"(from {text!r} -> /{p.phonemes}/); rephrase the text or pass allow_unknown"
+                )
+            if not p.ids:
+                raise SynthError(f"{text!r} has nothing to speak (it phonemizes to nothing)")
+        return [p.ids for p in processed]
+
+    @torch.no_grad()
+    def mels(self, texts: list[str], pace: float = 1.0, allow_unknown: bool = False) -> list[torch.Tensor]:
+        """One (n_mels, T) log-mel per text."""
+        if pace <= 0:
+            raise SynthError(f"pace must be > 0, got {pace}")
+        out = []
+        for ids in self.phoneme_ids(texts, allow_unknown):
+            phonemes = torch.tensor([ids], dtype=torch.long, device=self.device)
+            result = self.acoustic.model.infer(phonemes, pace=pace)
+            out.append(result["mel"][0, : int(result["mel_lens"][0])].T.float())
+        return out
+
+    def waveforms(self, texts: list[str], pace: float = 1.0, allow_unknown: bool = False) -> list[np.ndarray]:
+        if self.vocoder is None:
+            raise SynthError("no vocoder loaded")
+        return [self.vocoder(mel)[0].cpu().numpy() for mel in self.mels(texts, pace, allow_unknown)]
+
+    def write(self, wav: np.ndarray, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, np.clip(wav, -1.0, 1.0), self.sample_rate, subtype="PCM_16")
+        return path
+
+
+def synthesize(
+    text: str | list[str],
+    checkpoint: str | Path,
+    out: str | Path,
+    vocoder: str = "hifigan",
+    vocoder_path: str | Path | None = None,
+    pace: float = 1.0,
+    device: str = "cpu",
+) -> list[Path]:
+    """Synthesize one text to `out` (a .wav path) or several texts into `out/` (a directory)."""
+    texts = [text] if isinstance(text, str) else list(text)
+    texts = [t for t in (t.strip() for t in texts) if t]
+    if not texts:
+        raise SynthError("no text to synthesize")
+    synth = Synthesizer(load_acoustic_model(checkpoint, device), vocoder, vocoder_path, device)
+    out = Path(out)
+    if len(texts) == 1 and out.suffix.lower() == ".wav":
+        paths = [out]
+    else:
+        if out.suffix.lower() == ".wav":
+            raise SynthError(f"{len(texts)} texts need a directory for --out, not the file {out}")
+        paths = [out / f"{i + 1:03d}.wav" for i in range(len(texts))]
+    for path, wav in zip(paths, synth.waveforms(texts, pace)):
+        synth.write(wav, path)
+    return paths

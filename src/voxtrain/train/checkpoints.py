@@ -1,0 +1,261 @@
+"""Checkpoints that never corrupt and never fill the disk (DESIGN.md section 4).
+
+A save serialises the state in memory first, so its exact size is known before a byte
+touches the disk; it is written to a temporary name in the same directory, fsynced,
+renamed over the final name and the directory fsynced. Loading uses weights_only=True
+everywhere, so a checkpoint received from someone else can never run code.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import pickle
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from voxtrain.config import CheckpointConfig
+from voxtrain.ops.rundir import RunDir, export_sidecar
+
+REQUIRED_KEYS = ("model", "optimizer", "step", "epoch", "batch_in_epoch", "rng", "config", "symbols")
+_CHUNK = 4 << 20
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be read or is not a voxtrain checkpoint."""
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def serialize(state: dict) -> memoryview:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getbuffer()
+
+
+def write_atomic(data: memoryview | bytes, path: Path) -> None:
+    """Write bytes to `path` so that a reader sees either the old file or the whole new one.
+
+    On any error (ENOSPC included) the temporary file is removed and the error re-raised.
+    VOXTRAIN_TEST_SLOW_WRITE_S slows the write (tests kill processes in the middle of it).
+    """
+    slow = float(os.environ.get("VOXTRAIN_TEST_SLOW_WRITE_S", "0") or 0)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            view = memoryview(data)
+            for offset in range(0, len(view), _CHUNK):
+                f.write(view[offset : offset + _CHUNK])
+                if slow:
+                    f.flush()
+                    time.sleep(slow)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_state(path: Path, mmap: bool = False) -> dict:
+    """Load a checkpoint safely; raises CheckpointError naming the file and the reason."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused to load: it holds Python objects beyond tensors and plain data "
+            f"(a pickle that could run code). Only load checkpoints you trust, re-exported with "
+            f"`voxtrain export`. Detail: {str(err).splitlines()[0]}"
+        ) from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as err:  # torch raises RuntimeError/EOFError/zipfile errors for damaged files
+        raise CheckpointError(f"{path}: unreadable or truncated ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a voxtrain checkpoint (top level is {type(state).__name__})")
+    return state
+
+
+def validate_training_state(state: dict, path: Path) -> None:
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a resumable voxtrain checkpoint; missing {', '.join(missing)}")
+
+
+@dataclass
+class CheckpointInfo:
+    step: int
+    path: Path
+    size: int
+    mtime: float
+    valid: bool
+    error: str = ""
+    best: bool = False
+
+
+class CheckpointManager:
+    """Rotation (keep_last + best), disk guard and recovery for one run directory."""
+
+    def __init__(
+        self,
+        run: RunDir,
+        cfg: CheckpointConfig,
+        on_event: Callable[[dict], None] | None = None,
+        log: Callable[[str], None] = print,
+    ):
+        self.run = run
+        self.cfg = cfg
+        self.on_event = on_event or (lambda event: None)
+        self.log = log
+        self.best_step: int | None = None
+        self.best_loss: float | None = None
+
+    # -- saving -------------------------------------------------------------------------
+    def save(self, state: dict, step: int) -> Path | None:
+        """Save a checkpoint; returns its path, or None when it was skipped for lack of space."""
+        self.run.checkpoints.mkdir(parents=True, exist_ok=True)
+        path = self.run.checkpoint(step)
+        data = serialize(state)
+        need = len(data) + int(self.cfg.disk_margin_mb * 2**20)
+        self._make_room(need, exclude=path)
+        if shutil.disk_usage(self.run.checkpoints).free < need:
+            return self._skip(step, len(data), "not enough free disk space")
+        for attempt in (1, 2):
+            try:
+                write_atomic(data, path)
+                break
+            except OSError as err:
+                if err.errno != errno.ENOSPC:
+                    raise
+                self.log(f"checkpoint step {step}: disk full while writing (attempt {attempt}); pruning")
+                if attempt == 2 or not self._prune_one(exclude=path):
+                    return self._skip(step, len(data), "disk full (ENOSPC) while writing")
+        self.on_event({"event": "checkpoint_saved", "step": step, "path": str(path), "bytes": len(data)})
+        self.rotate()
+        return path
+
+    def _skip(self, step: int, size: int, why: str) -> None:
+        free = shutil.disk_usage(self.run.checkpoints).free
+        msg = (
+            f"WARNING: checkpoint at step {step} SKIPPED: {why} (needs {size / 2**20:.1f} MB + "
+            f"{self.cfg.disk_margin_mb:.0f} MB margin, {free / 2**20:.1f} MB free). Training goes on; "
+            f"free disk space or lower checkpoint.keep_last."
+        )
+        self.log(msg)
+        self.on_event({"event": "checkpoint_skipped", "step": step, "reason": why, "bytes": size, "free": free})
+        return None
+
+    def _candidates(self, exclude: Path | None = None) -> list[tuple[int, Path]]:
+        """Rotation checkpoints that may be deleted: never the newest valid one, never best."""
+        files = [(s, p) for s, p in self.run.checkpoint_files() if p != exclude]
+        newest_valid = None
+        for s, p in reversed(files):
+            if self.is_valid(p):
+                newest_valid = p
+                break
+        return [(s, p) for s, p in files if p != newest_valid and s != self.best_step]
+
+    def _prune_one(self, exclude: Path | None = None) -> bool:
+        candidates = self._candidates(exclude)
+        if not candidates:
+            return False
+        step, path = candidates[0]
+        path.unlink(missing_ok=True)
+        self.log(f"deleted checkpoint {path.name} to make room for a new save")
+        self.on_event({"event": "checkpoint_pruned", "step": step, "path": str(path), "reason": "disk space"})
+        return True
+
+    def _make_room(self, need: int, exclude: Path) -> None:
+        while shutil.disk_usage(self.run.checkpoints).free < need and self._prune_one(exclude):
+            pass
+
+    def rotate(self) -> None:
+        files = self.run.checkpoint_files()
+        keep = {p for _, p in files[-self.cfg.keep_last :]}
+        for step, path in files:
+            if path in keep or (self.cfg.keep_best and step == self.best_step):
+                continue
+            path.unlink(missing_ok=True)
+            self.on_event({"event": "checkpoint_pruned", "step": step, "path": str(path), "reason": "rotation"})
+
+    # -- best model ---------------------------------------------------------------------
+    def update_best(self, step: int, val_mel_loss: float) -> bool:
+        if self.best_loss is not None and val_mel_loss >= self.best_loss:
+            return False
+        self.best_step, self.best_loss = step, float(val_mel_loss)
+        return True
+
+    # -- loading ------------------------------------------------------------------------
+    @staticmethod
+    def is_valid(path: Path) -> bool:
+        try:
+            validate_training_state(load_state(path, mmap=True), path)
+            return True
+        except CheckpointError:
+            return False
+
+    def load_latest(self) -> tuple[dict, Path] | None:
+        """The newest checkpoint that loads and validates; corrupt ones are reported, kept on disk."""
+        for step, path in reversed(self.run.checkpoint_files()):
+            try:
+                state = load_state(path)
+                validate_training_state(state, path)
+            except CheckpointError as err:
+                self.log(f"WARNING: skipping corrupt checkpoint {path.name} (left on disk for inspection): {err}")
+                self.on_event({"event": "checkpoint_corrupt", "step": step, "path": str(path), "error": str(err)})
+                continue
+            self.best_step = state.get("best_step")
+            self.best_loss = state.get("best_loss")
+            return state, path
+        return None
+
+    def list(self) -> list[CheckpointInfo]:
+        infos = []
+        for step, path in self.run.checkpoint_files():
+            st = path.stat()
+            info = CheckpointInfo(step=step, path=path, size=st.st_size, mtime=st.st_mtime, valid=True)
+            try:
+                state = load_state(path, mmap=True)
+                validate_training_state(state, path)
+                if state.get("best_step") is not None:
+                    self.best_step = state["best_step"]
+            except CheckpointError as err:
+                info.valid, info.error = False, str(err)
+            infos.append(info)
+        for info in infos:
+            info.best = info.step == self.best_step
+        return infos
+
+
+def export_weights(
+    model_state: dict[str, torch.Tensor], meta: dict[str, Any], out: Path, fp16: bool = False
+) -> Path:
+    """Inference export: safetensors weights + a JSON sidecar (config, symbols, provenance)."""
+    from safetensors.torch import save as save_safetensors
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for k, v in model_state.items():
+        v = v.detach().cpu()
+        tensors[k] = (v.half() if fp16 and v.is_floating_point() else v).contiguous()
+    write_atomic(save_safetensors(tensors), out)
+    sidecar = dict(meta, dtype="float16" if fp16 else "float32", weights=out.name)
+    write_atomic(json.dumps(sidecar, indent=1).encode("utf-8"), export_sidecar(out))
+    return out
