@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,18 +17,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default: built-in defaults).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (default: built-in defaults).")]
 SetOpt = Annotated[
-    Optional[list[str]], typer.Option("--set", help="Override a config value: --set training.lr=2e-4 (repeatable).")
+    list[str] | None, typer.Option("--set", help="Override a config value: --set training.lr=2e-4 (repeatable).")
 ]
 
 
-def _setup_logging(verbose: bool = False) -> None:
+def _setup_logging(verbose: bool = False, log_file: Path | None = None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S",
-        stream=sys.stderr,
+        handlers=handlers,
         force=True,
     )
 
@@ -37,7 +42,7 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _config(path: Optional[Path], overrides: Optional[list[str]]):
+def _config(path: Path | None, overrides: list[str] | None):
     from voxtrain.config import ConfigError, load_config
 
     try:
@@ -52,7 +57,7 @@ def prepare(
     out: Annotated[Path, typer.Option("--out", "-o", help="Feature store directory to write (resumable).")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: core count).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: core count).")] = None,
 ) -> None:
     """Turn a corpus into a compact feature store (mel, pitch, energy, phoneme ids)."""
     from voxtrain.data import PrepareError, prepare_corpus
@@ -89,29 +94,59 @@ def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     until_step: Annotated[
-        Optional[int], typer.Option(help="Stop this invocation at this step (a stage target).")
+        int | None, typer.Option(help="Stop this invocation at this step (a stage target).")
     ] = None,
     init_from: Annotated[
-        Optional[Path], typer.Option(help="Fine-tune: start a NEW run from these weights (.pt or .safetensors).")
+        Path | None, typer.Option(help="Fine-tune: start a NEW run from these weights (.pt or .safetensors).")
     ] = None,
     skip_mismatched: Annotated[
         bool, typer.Option(help="With --init-from: keep tensors whose shapes differ freshly initialised.")
     ] = False,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background; log to RUN/logs/.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     verbose: bool = False,
 ) -> None:
     """Train (or resume, or fine-tune) to a stage target; SIGTERM/Ctrl-C saves and exits cleanly."""
-    _setup_logging(verbose)
+    from voxtrain.ops.launcher import DETACHED_ENV, launch_detached, tail
+    from voxtrain.ops.preflight import print_preflight, run_preflight
+    from voxtrain.ops.rundir import RunDir
+
+    cfg = _config(config, set_)
+    rundir = RunDir(run)
+    is_child = os.environ.get(DETACHED_ENV) == "1"
+    if not print_preflight(run_preflight(cfg, features, run)):
+        _fail("pre-flight failed: fix the FAIL rows above")
+    if sys.stdin.isatty() and not yes and not typer.confirm("Start training?", default=True):
+        raise typer.Exit(1)
+    if detach:
+        try:
+            launch = launch_detached(sys.argv[2:], rundir)
+        except RuntimeError as err:
+            _fail(str(err))
+        if launch.exited is not None:
+            typer.echo(tail(launch.log_file), err=True)
+            _fail(f"the trainer exited during start-up with code {launch.exited}; log: {launch.log_file}")
+        typer.echo(
+            f"training in the background: pid {launch.pid}\n"
+            f"  log:     {launch.log_file}\n"
+            f"  monitor: voxtrain monitor {run}\n"
+            f"  status:  voxtrain status {run}\n"
+            f"  stop:    voxtrain stop {run}\n"
+            f"  tail:    tail -f {launch.log_file}"
+        )
+        return
+    _setup_logging(verbose, None if is_child else rundir.new_log_file())
     from voxtrain.data.store import StoreError
+    from voxtrain.ops.process import RunLockedError
     from voxtrain.train.engine import TrainOptions
     from voxtrain.train.engine import train as run_training
     from voxtrain.train.session import SessionError
 
-    cfg = _config(config, set_)
     opts = TrainOptions(run_dir=run, features=features, config=cfg, until_step=until_step,
                         init_from=init_from, skip_mismatched=skip_mismatched)
     try:
         result = run_training(opts)
-    except (StoreError, SessionError) as err:
+    except (StoreError, SessionError, RunLockedError) as err:
         _fail(str(err))
     if result.exit_code:
         typer.secho(result.reason, fg=typer.colors.RED, err=True)
@@ -119,13 +154,73 @@ def train(
 
 
 @app.command()
+def preflight(
+    features: Annotated[Path, typer.Option("--features", "-f", help="Feature store written by `prepare`.")],
+    run: Annotated[Path, typer.Option("--run", "-r", help="Run directory.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Check versions, device, config, features, disk, memory and the resume plan."""
+    from voxtrain.ops.preflight import print_preflight, run_preflight
+
+    ok = print_preflight(run_preflight(_config(config, set_), features, run))
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def status(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    json_: Annotated[bool, typer.Option("--json", help="One JSON object for scripts.")] = False,
+) -> None:
+    """Is the run training? Step, target, loss, speed, ETA, last checkpoint."""
+    from voxtrain.ops.monitor import print_status
+
+    raise typer.Exit(print_status(run, as_json=json_))
+
+
+@app.command()
+def monitor(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 5.0,
+    once: Annotated[bool, typer.Option(help="Print one snapshot and exit.")] = False,
+    plain: Annotated[bool, typer.Option(help="Plain text instead of the live dashboard.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="One JSON snapshot for scripts.")] = False,
+) -> None:
+    """Live dashboard of a run: progress, losses, speed, ETA, checkpoints, disk, warnings."""
+    from voxtrain.ops.monitor import monitor as run_monitor
+
+    raise typer.Exit(run_monitor(run, interval=interval, once=once, plain=plain, as_json=json_))
+
+
+@app.command()
+def stop(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the graceful save.")] = 300.0,
+    force: Annotated[bool, typer.Option(help="SIGKILL after the timeout.")] = False,
+) -> None:
+    """Stop a run's trainer gracefully (SIGTERM: finish the step, save, exit)."""
+    from voxtrain.ops.process import stop_trainer
+    from voxtrain.ops.rundir import RunDir
+
+    outcome = stop_trainer(RunDir(run), timeout=timeout, force=force)
+    messages = {
+        "not running": f"no trainer is running on {run}",
+        "stopped": "stopped after saving a checkpoint",
+        "killed": f"did not stop within {timeout:.0f}s: killed (the last saved checkpoint is intact)",
+        "timeout": f"still saving/stopping after {timeout:.0f}s; wait, or use --force",
+    }
+    typer.echo(messages[outcome])
+    raise typer.Exit(0 if outcome in ("stopped", "not running", "killed") else 1)
+
+
+@app.command()
 def synth(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-k", help="Checkpoint .pt or exported .safetensors.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .wav (one text) or directory.")],
-    text: Annotated[Optional[str], typer.Option("--text", "-t", help="Text to speak.")] = None,
-    text_file: Annotated[Optional[Path], typer.Option(help="File with one sentence per line.")] = None,
+    text: Annotated[str | None, typer.Option("--text", "-t", help="Text to speak.")] = None,
+    text_file: Annotated[Path | None, typer.Option(help="File with one sentence per line.")] = None,
     vocoder: Annotated[str, typer.Option(help="hifigan or griffin-lim.")] = "hifigan",
-    vocoder_path: Annotated[Optional[Path], typer.Option(help="A jik876-format HiFi-GAN generator file.")] = None,
+    vocoder_path: Annotated[Path | None, typer.Option(help="A jik876-format HiFi-GAN generator file.")] = None,
     pace: Annotated[float, typer.Option(help="Speaking rate: 1.0 normal, 1.2 faster.")] = 1.0,
 ) -> None:
     """Synthesize text to WAV with a trained model and a neural vocoder."""

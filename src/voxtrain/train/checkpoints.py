@@ -78,10 +78,12 @@ def load_state(path: Path, mmap: bool = False) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
+        lines = str(err).splitlines()
+        why = next((ln.strip() for ln in lines if "Unsupported global" in ln), lines[0] if lines else "")
         raise CheckpointError(
             f"{path}: refused to load: it holds Python objects beyond tensors and plain data "
             f"(a pickle that could run code). Only load checkpoints you trust, re-exported with "
-            f"`voxtrain export`. Detail: {str(err).splitlines()[0]}"
+            f"`voxtrain export`. Detail: {why}"
         ) from None
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
@@ -164,11 +166,7 @@ class CheckpointManager:
     def _candidates(self, exclude: Path | None = None) -> list[tuple[int, Path]]:
         """Rotation checkpoints that may be deleted: never the newest valid one, never best."""
         files = [(s, p) for s, p in self.run.checkpoint_files() if p != exclude]
-        newest_valid = None
-        for s, p in reversed(files):
-            if self.is_valid(p):
-                newest_valid = p
-                break
+        newest_valid = next((p for _, p in reversed(files) if self.is_valid(p)), None)
         return [(s, p) for s, p in files if p != newest_valid and s != self.best_step]
 
     def _prune_one(self, exclude: Path | None = None) -> bool:

@@ -19,10 +19,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from voxtrain.config import Config
-from voxtrain.data.loader import BucketBatchSampler, FeatureDataset, collate, padding_fraction
+from voxtrain.data.loader import BucketBatchSampler, FeatureDataset, collate
 from voxtrain.data.store import FeatureStore
 from voxtrain.model import FastSpeech2, FastSpeech2Loss
 from voxtrain.ops.metrics import MetricsWriter
+from voxtrain.ops.process import RunLock
 from voxtrain.ops.rundir import RunDir
 from voxtrain.train.checkpoints import CheckpointManager
 from voxtrain.train.session import RunSession, match_weights, prepare_session
@@ -79,6 +80,8 @@ class Trainer:
         acc = self.accelerator
         self.is_main = acc.is_main_process
         self.run = RunDir(opts.run_dir)
+        # Only rank 0 writes to the run directory, so only it needs to hold the run's lock.
+        self.lock = RunLock(self.run, log.warning).acquire() if self.is_main else None
         self.store = FeatureStore(opts.features)
         # The session decides fresh / resume / fine-tune and the effective config.
         self.session: RunSession = prepare_session(opts, self.store, self.run, write=self.is_main)
@@ -344,4 +347,9 @@ class _Window:
 
 
 def train(opts: TrainOptions) -> TrainResult:
-    return Trainer(opts).train()
+    trainer = Trainer(opts)
+    try:
+        return trainer.train()
+    finally:
+        if trainer.lock is not None:
+            trainer.lock.release()

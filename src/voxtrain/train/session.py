@@ -57,8 +57,9 @@ class RunSession:
 def _versions() -> dict[str, str]:
     import accelerate
 
-    return {"voxtrain": voxtrain.__version__, "torch": torch.__version__, "accelerate": accelerate.__version__,
-            "python": platform.python_version()}
+    # str(): torch.__version__ is a TorchVersion object, which weights_only loading refuses.
+    return {"voxtrain": str(voxtrain.__version__), "torch": str(torch.__version__),
+            "accelerate": str(accelerate.__version__), "python": platform.python_version()}
 
 
 def diff_dicts(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -1,0 +1,178 @@
+"""The process pool of `voxtrain prepare`: start method, chunking, progress, shard writes.
+
+Workers compute features of small chunks of clips; this (parent) side gathers them per
+shard and writes each shard as soon as all its clips are in, so the stored result does
+not depend on the number of workers or on which finished first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voxtrain.config import Config
+from voxtrain.data.corpus import Entry
+from voxtrain.data.store import write_shard
+from voxtrain.data.worker import ChunkTask, assemble_shard, init_worker, process_chunk
+
+# Most clips one pool task computes (see chunk_size).
+MAX_CHUNK_CLIPS = 16
+
+
+def _mp_context() -> mp.context.BaseContext:
+    # fork starts workers instantly (torch, numpy and espeak are already imported), which
+    # matters when a whole prepare takes seconds. It is only unsafe when another thread of
+    # this process might hold a lock at the moment of the fork, so we fork only when the
+    # calling process is single-threaded (the CLI case): the pool is created before the
+    # progress bar starts its refresh thread, and each child sets torch to one thread so
+    # it never touches the parent's OpenMP pool (the same recipe as torch's DataLoader).
+    # Otherwise forkserver (POSIX) or spawn: slower to start, safe everywhere.
+    methods = mp.get_all_start_methods()
+    if sys.platform.startswith("linux") and threading.active_count() == 1 and "fork" in methods:
+        return mp.get_context("fork")
+    if "forkserver" in methods:
+        ctx = mp.get_context("forkserver")
+        # Imported once in the server, so each worker forked from it starts warm.
+        ctx.set_forkserver_preload(["voxtrain.audio", "voxtrain.text", "voxtrain.data.worker"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+def progress_bar(enabled: bool) -> Any:
+    """A rich progress bar, not started: its refresh thread must not exist at fork time."""
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]prepare"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("clips"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+
+
+def _terminate(executor: ProcessPoolExecutor) -> None:
+    # shutdown() alone would let every worker finish its task first; an interrupted
+    # prepare should stop now (its unfinished shards are redone on the next run).
+    for proc in list(getattr(executor, "_processes", {}).values()):
+        with contextlib.suppress(Exception):
+            proc.terminate()
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class ShardJob:
+    index: int
+    signature: str
+    entries: tuple[Entry, ...]
+    pending: int = 0
+    results: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def chunk_size(n_candidates: int, workers: int) -> int:
+    # Small enough that the last chunks spread over all workers, large enough that the
+    # per-task overhead (pickling, one espeak call) stays negligible.
+    return max(1, min(MAX_CHUNK_CLIPS, -(-n_candidates // (workers * 4))))
+
+
+def run_jobs(
+    jobs: list[ShardJob],
+    out_dir: Path,
+    wavs_dir: Path,
+    config: Config,
+    symbols: Any,
+    workers: int,
+    lock_fd: int | None,
+    bar: Any,
+    done: int,
+) -> None:
+    """Compute every clip of `jobs` in a process pool; write each shard once all its clips are in."""
+    shards_dir, n_mels = out_dir / "shards", config.audio.n_mels
+    candidates = {j.index: [e for e in j.entries if not e.rejected] for j in jobs}
+    size = chunk_size(sum(len(c) for c in candidates.values()), workers)
+    tasks = [
+        ChunkTask(j.index, tuple(candidates[j.index][i : i + size]), str(wavs_dir))
+        for j in jobs
+        for i in range(0, len(candidates[j.index]), size)
+    ]
+    by_index = {j.index: j for j in jobs}
+    for t in tasks:
+        by_index[t.shard].pending += 1
+
+    def finish(job: ShardJob) -> None:
+        arrays, meta = assemble_shard(job.index, job.signature, job.entries, job.results, n_mels)
+        write_shard(shards_dir, job.index, arrays, meta)
+        job.results.clear()  # the shard is on disk; free its features
+
+    total = done + sum(len(j.entries) for j in jobs)
+    # Entries rejected while parsing need no worker: they count as done from the start.
+    done += sum(len(j.entries) - len(candidates[j.index]) for j in jobs)
+    for job in jobs:
+        if job.pending == 0:
+            finish(job)
+    if not tasks:
+        return
+    ctx = _mp_context()
+    executor = ProcessPoolExecutor(
+        max_workers=min(workers, len(tasks)),
+        mp_context=ctx,
+        initializer=init_worker,
+        initargs=(config.model_dump(mode="json"), symbols.to_dict(), lock_fd),
+    )
+    try:
+        # Every task is submitted (so every fork happens) before the bar's thread starts.
+        futures = {executor.submit(process_chunk, t): t for t in tasks}
+        task_id = None
+        if bar is not None:
+            bar.start()
+            task_id = bar.add_task("prepare", total=total, completed=done, rate="")
+        start, computed = time.monotonic(), 0
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                task = futures.pop(fut)
+                try:
+                    results = fut.result()
+                except Exception as err:
+                    raise RuntimeError(
+                        f"preparing clips of shard {task.shard} failed ({type(err).__name__}: "
+                        f"{str(err).rstrip('.')}); finished shards are kept and rerunning prepare resumes"
+                    ) from err
+                job = by_index[task.shard]
+                job.results.update((r["line"], r) for r in results)
+                job.pending -= 1
+                if job.pending == 0:
+                    finish(job)
+                computed += len(task.entries)
+                if bar is not None:
+                    rate = computed / max(time.monotonic() - start, 1e-6)
+                    bar.update(task_id, advance=len(task.entries), rate=f"{rate:.1f} clips/s")
+        executor.shutdown(wait=True)
+    except BaseException:
+        _terminate(executor)
+        raise
+    finally:
+        if bar is not None:
+            bar.stop()

@@ -1,0 +1,141 @@
+"""Pre-flight checks before a long run: a pass / warn / fail table with the fix for each fail."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from voxtrain.config import Config
+from voxtrain.ops.report import human_bytes
+from voxtrain.ops.rundir import RunDir
+
+PASS, WARN, FAIL = "pass", "warn", "fail"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+
+
+def estimate_checkpoint_bytes(cfg: Config, n_symbols: int = 200) -> int:
+    """Model weights + Adam's two moments, float32, plus a little metadata."""
+    import torch
+
+    from voxtrain.model import FastSpeech2
+
+    with torch.device("meta"):
+        model = FastSpeech2(cfg.model, n_symbols, cfg.audio.n_mels)
+    params = sum(p.numel() for p in model.parameters())
+    return params * 4 * 3 + (1 << 20)
+
+
+def _device_check() -> Check:
+    import torch
+
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        total = torch.cuda.get_device_properties(0).total_memory
+        return Check("device", PASS, f"CUDA x{torch.cuda.device_count()}: {names} ({human_bytes(total)})")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return Check("device", PASS, "Apple MPS")
+    import psutil
+
+    mem = psutil.virtual_memory()
+    return Check("device", WARN, f"CPU only: {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
+                 f"{human_bytes(mem.available)} free of {human_bytes(mem.total)} RAM; fine for the tiny "
+                 f"config and fine-tuning, slow for a full model")
+
+
+def _features_check(features: Path) -> tuple[Check, object | None]:
+    from voxtrain.data.store import FeatureStore, StoreError
+
+    try:
+        store = FeatureStore(features)
+    except StoreError as err:
+        return Check("features", FAIL, str(err)), None
+    n_train, n_val = len(store.split_indices("train")), len(store.split_indices("val"))
+    stats_ok = all(k in store.stats for k in ("pitch_mean", "pitch_std", "energy_mean", "energy_std"))
+    hours = sum(r["seconds"] for r in store.records) / 3600
+    status = PASS if stats_ok and n_train else FAIL
+    detail = f"{store.root}: {n_train} train / {n_val} val clips, {hours:.2f} h" + ("" if stats_ok else
+                                                                                    "; statistics missing")
+    if status == PASS and n_val == 0:
+        status, detail = WARN, detail + "; no validation split (no validation loss, no best model)"
+    return Check("features", status, detail), store
+
+
+def _resume_check(cfg: Config, run: RunDir) -> Check:
+    from voxtrain.train.checkpoints import CheckpointManager
+
+    files = run.checkpoint_files()
+    if not files:
+        return Check("resume plan", PASS, f"start fresh at step 0 (target max_steps {cfg.training.max_steps})")
+    infos = CheckpointManager(run, cfg.checkpoint, log=lambda m: None).list()
+    valid = [i for i in infos if i.valid]
+    bad = [i.path.name for i in infos if not i.valid]
+    if not valid:
+        return Check("resume plan", WARN, f"no valid checkpoint among {len(files)}; would start fresh. "
+                     f"Corrupt: {', '.join(bad)}")
+    detail = f"resume from step {valid[-1].step} ({valid[-1].path.name})"
+    if bad:
+        return Check("resume plan", WARN, f"{detail}; corrupt, skipped: {', '.join(bad)}")
+    return Check("resume plan", PASS, detail)
+
+
+def run_preflight(cfg: Config, features: Path, run_dir: Path) -> list[Check]:
+    import accelerate
+    import torch
+
+    import voxtrain
+
+    checks = [Check("versions", PASS, f"python {platform.python_version()}, torch {torch.__version__}, "
+                    f"accelerate {accelerate.__version__}, voxtrain {voxtrain.__version__}")]
+    checks.append(_device_check())
+    checks.append(Check("config", PASS, f"valid; model hidden {cfg.model.hidden}, {cfg.model.encoder_layers}+"
+                        f"{cfg.model.decoder_layers} layers; batch {cfg.training.batch_size} x accum "
+                        f"{cfg.training.grad_accum}; max_steps {cfg.training.max_steps}"))
+    feature_check, store = _features_check(features)
+    checks.append(feature_check)
+    run = RunDir(run_dir)
+    probe = run.root if run.root.exists() else next((p for p in run.root.parents if p.exists()), Path("/"))
+    if os.access(probe, os.W_OK):
+        checks.append(Check("run dir", PASS, f"{run.root} writable"))
+    else:
+        checks.append(Check("run dir", FAIL, f"{probe} is not writable: choose another --run"))
+    n_symbols = len(store.symbols) if store is not None else 200
+    per_ckpt = estimate_checkpoint_bytes(cfg, n_symbols)
+    samples = len(cfg.training.validation_sentences) * 22050 * 2 * 8  # ~8 s of 16-bit audio each
+    n_val = max(1, cfg.training.max_steps // cfg.training.validate_every)
+    need = (cfg.checkpoint.keep_last + 2) * per_ckpt + n_val * samples
+    free = shutil.disk_usage(probe).free
+    detail = (f"{human_bytes(free)} free; needs ~{human_bytes(need)} = ({cfg.checkpoint.keep_last} kept + 2) x "
+              f"{human_bytes(per_ckpt)} checkpoints + samples")
+    checks.append(Check("disk", PASS if free >= need else FAIL,
+                        detail if free >= need else detail + ": free space or lower checkpoint.keep_last"))
+    act = cfg.training.batch_size * 1000 * cfg.model.hidden * 4 * (cfg.model.encoder_layers +
+                                                                    cfg.model.decoder_layers) * 12
+    checks.append(Check("memory", PASS, f"~{human_bytes(per_ckpt + act)} for weights, optimizer and "
+                        f"activations at batch {cfg.training.batch_size} (estimate)"))
+    checks.append(_resume_check(cfg, run))
+    return checks
+
+
+def print_preflight(checks: list[Check]) -> bool:
+    """Print the table; True when nothing failed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    colors = {PASS: "green", WARN: "yellow", FAIL: "red"}
+    table = Table(title="voxtrain pre-flight")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+    for c in checks:
+        table.add_row(c.name, f"[{colors[c.status]}]{c.status.upper()}[/]", c.detail)
+    Console(stderr=True).print(table)
+    return all(c.status != FAIL for c in checks)

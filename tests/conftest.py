@@ -1,0 +1,116 @@
+"""Shared fixtures: a small real corpus (espeak voice) prepared once per test session."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+# A model small enough that a step takes milliseconds on one core.
+MICRO_CONFIG = {
+    "data": {"val_size": 2, "shard_size": 8},
+    "model": {
+        "hidden": 32, "encoder_layers": 1, "decoder_layers": 1, "heads": 2, "conv_filter": 64, "conv_kernel": 3,
+        "predictor_filter": 32, "variance_embedding_kernel": 3,
+        "aligner": {"attention_dim": 16, "binarization_start_step": 5, "binarization_ramp_steps": 5},
+    },
+    "training": {
+        "max_steps": 40, "batch_size": 2, "grad_accum": 2, "lr": 1e-3, "scheduler": "noam", "warmup_steps": 10,
+        "log_every": 1, "validate_every": 1000, "save_every": 1000, "precision": "fp32", "sample_vocoder": "none",
+        "validation_sentences": ["A short test."],
+    },
+    "checkpoint": {"keep_last": 2, "disk_margin_mb": 0},
+}
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    # One thread: bitwise-reproducible CPU math and no fight over the 2 cores.
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    return env
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    from voxtrain.corpus import make_corpus
+
+    out = tmp_path_factory.mktemp("corpus")
+    make_corpus(out, voice="espeak", n_sentences=14, seed=3, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def features(tmp_path_factory, corpus_dir) -> Path:
+    from voxtrain.config import config_from_dict
+    from voxtrain.data import prepare_corpus
+
+    out = tmp_path_factory.mktemp("features")
+    prepare_corpus(corpus_dir, out, config_from_dict(MICRO_CONFIG), workers=1, progress=False)
+    return out
+
+
+def write_config(path: Path, **sections) -> Path:
+    cfg = json.loads(json.dumps(MICRO_CONFIG))
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+class Trainer:
+    """Runs `voxtrain train` as a real process."""
+
+    def __init__(self, features: Path, run: Path, config: Path):
+        self.features, self.run, self.config = features, run, config
+
+    def cmd(self, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "voxtrain.cli", "train", "--features", str(self.features),
+                "--run", str(self.run), "--config", str(self.config), *extra]
+
+    def run_to_end(self, *extra: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(self.cmd(*extra), env=env or _env(), capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def start(self, *extra: str, env: dict | None = None) -> subprocess.Popen:
+        return subprocess.Popen(self.cmd(*extra), env=env or _env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT, text=True)
+
+    def metrics(self) -> list[dict]:
+        from voxtrain.ops.metrics import read_metrics
+
+        return read_metrics(self.run / "metrics.jsonl")
+
+    def last_step(self) -> int:
+        steps = [r["step"] for r in self.metrics() if r["type"] == "train"]
+        return max(steps) if steps else 0
+
+    def wait_for_step(self, proc: subprocess.Popen, step: int, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while self.last_step() < step:
+            if proc.poll() is not None:
+                raise AssertionError(f"trainer exited early ({proc.returncode}): {proc.stdout.read()}")
+            if time.time() > deadline:
+                proc.send_signal(signal.SIGKILL)
+                raise AssertionError(f"step {step} not reached in {timeout}s")
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def trainer_factory(features, tmp_path):
+    def make(name: str = "run", **sections) -> Trainer:
+        cfg = write_config(tmp_path / f"{name}.yaml", **sections)
+        return Trainer(features, tmp_path / name, cfg)
+
+    return make
+
+
+@pytest.fixture
+def env() -> dict:
+    return _env()

@@ -1,0 +1,228 @@
+"""Disk guard on a real small filesystem, rotation, export, fine-tuning, non-finite guard, security."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from voxtrain.config import CheckpointConfig
+from voxtrain.ops.rundir import RunDir
+from voxtrain.train.checkpoints import CheckpointError, CheckpointManager, load_state, write_atomic
+
+
+def _mount_tmpfs(path: Path, size_kb: int) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
+                       capture_output=True)
+    return r.returncode == 0
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    mnt = tmp_path / "small"
+    if not _mount_tmpfs(mnt, 4096):
+        pytest.skip("cannot mount a tmpfs here (needs root); the disk-full test needs a real small filesystem")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_write_atomic_on_full_filesystem_raises_enospc_and_leaves_nothing(small_fs):
+    target = small_fs / "big.bin"
+    with pytest.raises(OSError) as err:
+        write_atomic(b"x" * (8 << 20), target)
+    assert err.value.errno == errno.ENOSPC
+    assert list(small_fs.iterdir()) == []
+
+
+def _fill(fs: Path, leave: int) -> None:
+    filler = fs / "filler.bin"
+    filler.unlink(missing_ok=True)
+    free = os.statvfs(fs).f_bavail * os.statvfs(fs).f_frsize
+    with open(filler, "wb") as f:
+        f.write(b"\0" * max(free - leave, 0))
+
+
+class _Watcher(threading.Thread):
+    """Asserts, every few ms, that a run never has zero valid checkpoints after its first."""
+
+    def __init__(self, run: RunDir):
+        super().__init__(daemon=True)
+        self.run, self.stop, self.violations, self.seen_one = run, threading.Event(), [], False
+
+    def run_check(self) -> None:
+        names = [p for _, p in self.run.checkpoint_files()]
+        valid = [p for p in names if CheckpointManager.is_valid(p)]
+        if valid:
+            self.seen_one = True
+        elif self.seen_one and not valid:
+            # A file may be replaced between listing and reading: check once more.
+            if not any(CheckpointManager.is_valid(p) for _, p in self.run.checkpoint_files()):
+                self.violations.append(time.time())
+
+    def run(self) -> None:  # noqa: D102 - thread body
+        while not self.stop.is_set():
+            self.run_check()
+            time.sleep(0.005)
+
+
+def test_disk_full_prunes_then_skips_and_never_loses_the_last_checkpoint(trainer_factory, small_fs):
+    # Real 4 MB tmpfs as the run directory's filesystem.
+    t = trainer_factory("full", training={"save_every": 1, "max_steps": 30}, checkpoint={"keep_last": 3})
+    t.run = small_fs / "run"
+    run = RunDir(t.run)
+    watcher = _Watcher(run)
+    watcher.start()
+    assert t.run_to_end("--until-step", "4").returncode == 0
+    size = run.checkpoint_files()[-1][1].stat().st_size
+    assert len(run.checkpoint_files()) == 3
+
+    # Room for one more checkpoint only: every save must first prune the oldest.
+    _fill(small_fs, leave=int(size * 1.5))
+    r = t.run_to_end("--until-step", "8")
+    assert r.returncode == 0, r.stderr
+    events = [e for e in t.metrics() if e["type"] == "event"]
+    assert any(e["event"] == "checkpoint_pruned" and e["reason"] == "disk space" for e in events)
+    assert run.checkpoint_files()[-1][0] == 8
+
+    # No room even after pruning everything but the newest: saves are skipped, training goes on.
+    _fill(small_fs, leave=size // 2)
+    r = t.run_to_end("--until-step", "12")
+    watcher.stop.set()
+    watcher.join()
+    assert r.returncode == 0, r.stderr
+    assert "SKIPPED" in r.stderr and "not enough free disk space" in r.stderr
+    skipped = [e for e in t.metrics() if e["type"] == "event" and e["event"] == "checkpoint_skipped"]
+    assert {e["step"] for e in skipped} >= {9, 10, 11, 12}
+    assert t.last_step() == 12
+    assert [s for s, _ in run.checkpoint_files()] == [8]
+    assert CheckpointManager.is_valid(run.checkpoint(8))
+    assert not watcher.violations, "the run had zero valid checkpoints at some moment"
+
+    # Space comes back: the next stage saves again.
+    (small_fs / "filler.bin").unlink()
+    assert t.run_to_end("--until-step", "13").returncode == 0
+    assert run.checkpoint_files()[-1][0] == 13
+
+
+def test_corrupt_newest_checkpoint_is_reported_and_previous_used(trainer_factory):
+    t = trainer_factory("corrupt", training={"save_every": 3, "max_steps": 9})
+    assert t.run_to_end().returncode == 0
+    run = RunDir(t.run)
+    newest = run.checkpoint_files()[-1][1]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated
+    r = t.run_to_end("--until-step", "9", "--set", "training.max_steps=12")
+    assert r.returncode == 0, r.stderr
+    assert f"skipping corrupt checkpoint {newest.name}" in r.stderr
+    assert "(step 6)" in r.stderr
+    assert newest.exists(), "a corrupt checkpoint is never deleted silently"
+
+
+def test_rotation_best_export_listing_and_synth(trainer_factory, tmp_path):
+    t = trainer_factory("rot", training={"save_every": 4, "validate_every": 4, "max_steps": 16,
+                                         "sample_vocoder": "griffin-lim"})
+    r = t.run_to_end()
+    assert r.returncode == 0, r.stderr
+    run = RunDir(t.run)
+    steps = [s for s, _ in run.checkpoint_files()]
+    best = load_state(run.checkpoint_files()[-1][1])["best_step"]
+    assert steps[-2:] == [12, 16] and set(steps) <= {best, 12, 16}
+    assert run.best_export.is_file() and run.best_export.with_suffix(".json").is_file()
+    assert (run.sample_dir(16) / run.sample_name(0)).is_file()
+
+    listing = subprocess.run([sys.executable, "-m", "voxtrain.cli", "checkpoints", str(t.run)],
+                             capture_output=True, text=True, env=dict(os.environ, COLUMNS="160"))
+    assert listing.returncode == 0, listing.stderr
+    assert "16" in listing.stdout and "best" in listing.stdout and "total checkpoint disk use" in listing.stdout
+
+    out = tmp_path / "export" / "voice.safetensors"
+    e = subprocess.run([sys.executable, "-m", "voxtrain.cli", "export", str(run.checkpoint(16)), str(out),
+                        "--fp16"], capture_output=True, text=True)
+    assert e.returncode == 0, e.stderr
+    wav = tmp_path / "hi.wav"
+    s = subprocess.run([sys.executable, "-m", "voxtrain.cli", "synth", "--checkpoint", str(out), "--text",
+                        "Hello there.", "--out", str(wav), "--vocoder", "griffin-lim"], capture_output=True, text=True)
+    assert s.returncode == 0, s.stderr
+    import soundfile as sf
+
+    info = sf.info(wav)
+    assert info.samplerate == 22050 and info.frames > 0
+
+
+def test_finetune_is_weights_only_with_constant_low_lr(trainer_factory):
+    base = trainer_factory("base", training={"save_every": 10, "max_steps": 10})
+    assert base.run_to_end().returncode == 0
+    ckpt = RunDir(base.run).checkpoint(10)
+    ft = trainer_factory("ft", training={"max_steps": 6, "save_every": 6}, finetune={"lr": 3e-5})
+    r = ft.run_to_end("--init-from", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    assert "FINE-TUNING from" in r.stderr
+    lrs = [rec["lr"] for rec in ft.metrics() if rec["type"] == "train"]
+    assert lrs == [3e-5] * 6
+    state = load_state(RunDir(ft.run).checkpoint(6))
+    assert state["mode"] == "finetune" and state["step"] == 6
+    # A fresh optimizer: Adam's step counters count only the fine-tune's steps.
+    assert all(int(s["step"]) == 6 for s in state["optimizer"]["state"].values())
+    # Resuming the fine-tune run says so and keeps its settings.
+    r = ft.run_to_end("--set", "training.max_steps=8")
+    assert r.returncode == 0 and "RESUMING fine-tune" in r.stderr, r.stderr
+
+
+def test_finetune_mismatch_is_named_and_refused_unless_skipped(trainer_factory):
+    base = trainer_factory("base2", training={"save_every": 2, "max_steps": 2})
+    assert base.run_to_end().returncode == 0
+    ckpt = RunDir(base.run).checkpoint(2)
+    ft = trainer_factory("ft2", model={"postnet_layers": 2, "postnet_channels": 16},
+                         training={"max_steps": 2, "save_every": 2})
+    r = ft.run_to_end("--init-from", str(ckpt))
+    assert r.returncode != 0
+    assert "postnet" in r.stderr and "--skip-mismatched" in r.stderr
+    assert not RunDir(ft.run).checkpoint_files()
+    r = ft.run_to_end("--init-from", str(ckpt), "--skip-mismatched")
+    assert r.returncode == 0, r.stderr
+
+
+def test_nonfinite_steps_are_skipped_then_the_run_saves_and_stops(trainer_factory):
+    t = trainer_factory("nan", training={"lr": 1e12, "scheduler": "constant", "warmup_steps": 0,
+                                         "grad_clip": 0, "max_nonfinite_steps": 3, "max_steps": 200})
+    r = t.run_to_end()
+    assert r.returncode == 3, r.stderr
+    assert "consecutive steps had a non-finite loss" in r.stderr and "training.lr" in r.stderr
+    skips = [e for e in t.metrics() if e["type"] == "event" and e["event"] == "nonfinite_skip"]
+    assert len(skips) >= 3 and skips[-1]["consecutive"] == 3
+    state = load_state(RunDir(t.run).checkpoint_files()[-1][1])
+    assert state["nonfinite_skipped"] >= 3
+
+
+def test_crafted_pickle_is_refused_everywhere(trainer_factory, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": Evil()}, evil)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_state(evil)
+    s = subprocess.run([sys.executable, "-m", "voxtrain.cli", "synth", "--checkpoint", str(evil), "--text", "Hi.",
+                        "--out", str(tmp_path / "x.wav")], capture_output=True, text=True)
+    assert s.returncode != 0 and "refused" in s.stderr
+    t = trainer_factory("evil")
+    r = t.run_to_end("--init-from", str(evil))
+    assert r.returncode != 0 and "refused" in r.stderr
+    # A malicious file planted as the newest checkpoint of a run is skipped, not executed.
+    RunDir(t.run).checkpoints.mkdir(parents=True, exist_ok=True)
+    evil_ckpt = RunDir(t.run).checkpoint(99)
+    evil_ckpt.write_bytes(evil.read_bytes())
+    r = t.run_to_end("--until-step", "2")
+    assert r.returncode == 0 and "skipping corrupt checkpoint" in r.stderr
+    assert not marker.exists()
+    assert CheckpointManager(RunDir(t.run), CheckpointConfig()).list()[-1].valid is False
