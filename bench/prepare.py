@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -20,6 +21,11 @@ from pathlib import Path
 
 from voxtrain.config import load_config
 from voxtrain.data import prepare_corpus
+
+
+def _cpu_seconds() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def stage_times(corpus: Path, config, limit: int) -> dict[str, float]:
@@ -50,9 +56,7 @@ def stage_times(corpus: Path, config, limit: int) -> dict[str, float]:
         t3 = time.perf_counter()
         x = wav.astype(np.float64)
         period = a.hop_length / a.sample_rate * 1000.0
-        f0, times = pyworld.dio(
-            x, a.sample_rate, f0_floor=a.pitch_floor, f0_ceil=a.pitch_ceil, frame_period=period
-        )
+        f0, times = pyworld.dio(x, a.sample_rate, f0_floor=a.pitch_floor, f0_ceil=a.pitch_ceil, frame_period=period)
         t4 = time.perf_counter()
         pyworld.stonemask(x, f0, times, a.sample_rate)
         t5 = time.perf_counter()
@@ -90,7 +94,9 @@ def main() -> int:
             t = time.perf_counter()
             make_corpus(corpus, voice="espeak", n_sentences=args.clips, progress=False)
             result["corpus_generation_s"] = round(time.perf_counter() - t, 2)
+        cpu0 = _cpu_seconds()
         report = prepare_corpus(corpus, Path(tmp) / "features", config, workers=args.workers, progress=False)
+        cpu_s = _cpu_seconds() - cpu0
         audio_s = report.hours * 3600
         result = {
             "clips": report.kept,
@@ -101,6 +107,11 @@ def main() -> int:
             "realtime_factor": round(audio_s / report.seconds_wall, 1),
             "workers": args.workers,
             "cpu_count": os.cpu_count(),
+            # CPU time (parent + workers) is what other load on a shared machine cannot
+            # inflate: audio seconds per CPU second, times the cores, is the unloaded figure.
+            "cpu_seconds": round(cpu_s, 2),
+            "realtime_factor_per_cpu_second": round(audio_s / max(cpu_s, 1e-9), 1),
+            "load_average_1min": round(os.getloadavg()[0], 2),
             **result,
         }
         if args.stages:

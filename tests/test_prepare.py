@@ -250,9 +250,7 @@ def test_interrupted_prepare_resumes_to_identical_store(tmp_path):
         "--workers",
         "1",
     ]
-    proc = subprocess.Popen(
-        cmd + overrides + ["--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    proc = subprocess.Popen(cmd + overrides + ["--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not list((resumed / "shards").glob("shard_*.json")):
         assert proc.poll() is None, proc.stderr.read().decode()
@@ -287,6 +285,13 @@ def test_interrupted_prepare_resumes_to_identical_store(tmp_path):
         for key in ("mel", "pitch", "energy", "phoneme_ids"):
             assert np.array_equal(x[key], y[key]), (i, key)
     assert {r[1] for r in read_rejected(resumed)} == {"nofile", "blank"}
+
+    # An audio file changed since its shard was written: only that shard is redone.
+    wav = corpus / "wavs" / "c05.wav"
+    st = wav.stat()
+    os.utime(wav, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    again = prepare_corpus(corpus, straight, cfg, workers=2, progress=False)
+    assert again.shards_reused == 6 and again.fingerprint == full.fingerprint
 
 
 def test_store_refuses_incomplete_or_missing(tmp_path):
@@ -331,3 +336,37 @@ def test_split_is_seeded_order_free_and_clamped():
     assert len(val) == 3 and warn
     assert split_ids(ids[:2], 46, seed=1)[0].__len__() == 1
     assert split_ids(ids[:1], 46, seed=1)[0] == set()
+
+
+def test_metadata_parsing_edge_cases(tmp_path):
+    from voxtrain.data.corpus import parse_metadata
+
+    corpus = tmp_path / "corpus"
+    (corpus / "wavs").mkdir(parents=True)
+    for name in ("ok1.wav", "ok2.flac", "...wav"):
+        (corpus / "wavs" / name).write_bytes(b"")
+    raw = "\ufeffok1|Windows line end.|Windows line end.\r\nok2|Two columns, flac.\r\n".encode()
+    for bad_id in ("..", ".", "/etc/passwd", "a\\b", "C:x", ""):
+        raw += f"{bad_id}|Text.|Text.\n".encode()
+    raw += b"  \n\n"
+    (corpus / "metadata.csv").write_bytes(raw)
+    entries = parse_metadata(corpus)
+    good = [e for e in entries if not e.rejected]
+    assert [(e.id, e.audio, e.source_text, e.line) for e in good] == [
+        ("ok1", "ok1.wav", "Windows line end.", 1),
+        ("ok2", "ok2.flac", "Two columns, flac.", 2),
+    ]
+    assert [e.reason for e in entries if e.rejected] == ["unsafe_id"] * 6
+
+
+def test_second_prepare_into_the_same_store_is_refused(tmp_path):
+    import fcntl
+
+    corpus = tmp_path / "corpus"
+    write_meta(corpus, [f"{i}|{t}|{t}".encode() for i, t in good_clips(corpus, 2)])
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".prepare.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        with pytest.raises(PrepareError, match="another `voxtrain prepare`"):
+            prepare_corpus(corpus, out, Config(), workers=1, progress=False)

@@ -89,10 +89,10 @@ def test_second_signal_exits_at_once_and_keeps_last_good_checkpoint(trainer_fact
     time.sleep(0.3)
     t0 = time.time()
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
+    proc.wait(timeout=30)
     assert time.time() - t0 < 2.5, "second signal must exit at once, not after the slow save"
-    assert proc.returncode == 128 + signal.SIGTERM, out
-    assert "second SIGTERM" in out
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGTERM, out  # killed by the signal itself: no handler ran
     assert first.read_bytes() == before
     state, path = CheckpointManager(run, _cfg(), log=lambda m: None).load_latest()
     assert path == first and state["step"] == 5

@@ -12,6 +12,7 @@ import multiprocessing as mp
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +29,18 @@ MAX_CHUNK_CLIPS = 16
 
 def _mp_context() -> mp.context.BaseContext:
     # fork starts workers instantly (torch, numpy and espeak are already imported), which
-    # matters when a whole prepare takes seconds. It is only unsafe when another thread of
-    # this process might hold a lock at the moment of the fork, so we fork only when the
-    # calling process is single-threaded (the CLI case): the pool is created before the
-    # progress bar starts its refresh thread, and each child sets torch to one thread so
-    # it never touches the parent's OpenMP pool (the same recipe as torch's DataLoader).
-    # Otherwise forkserver (POSIX) or spawn: slower to start, safe everywhere.
+    # matters when a whole prepare takes seconds. It is unsafe when another Python thread
+    # might hold a lock (logging, stdio, imports) at the moment of the fork, so we fork only
+    # when no other Python thread exists (the CLI case: the pool is created before the
+    # progress bar starts its refresh thread). Native pools are no obstacle: OpenBLAS
+    # (whose idle threads exist as soon as numpy is imported) re-initialises itself in the
+    # child, and children set torch to one thread so they never enter the parent's OpenMP
+    # pool, the recipe of torch's own DataLoader workers.
+    # Otherwise forkserver (POSIX) or spawn: a second or two slower to start, safe anywhere.
     methods = mp.get_all_start_methods()
     if sys.platform.startswith("linux") and threading.active_count() == 1 and "fork" in methods:
+        with contextlib.suppress(ImportError):  # warm-up only: each child builds its own espeak backend
+            import phonemizer.backend  # noqa: F401
         return mp.get_context("fork")
     if "forkserver" in methods:
         ctx = mp.get_context("forkserver")
@@ -142,7 +147,10 @@ def run_jobs(
     )
     try:
         # Every task is submitted (so every fork happens) before the bar's thread starts.
-        futures = {executor.submit(process_chunk, t): t for t in tasks}
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns about any native thread at fork (see _mp_context).
+            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
+            futures = {executor.submit(process_chunk, t): t for t in tasks}
         task_id = None
         if bar is not None:
             bar.start()

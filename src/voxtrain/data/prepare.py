@@ -53,6 +53,20 @@ class PrepareReport:
     def rejected(self) -> int:
         return sum(self.rejected_by_reason.values())
 
+    def summary(self) -> str:
+        """A few human lines for the command line."""
+        lines = [
+            f"kept {self.kept} clips ({self.hours:.2f} h; {self.n_train} train, {self.n_val} val) "
+            f"in {self.seconds_wall:.1f} s -> {self.out_dir}",
+        ]
+        if self.shards_reused:
+            lines.append(f"reused {self.shards_reused} of {self.shards_total} shards from an earlier run")
+        if self.rejected:
+            reasons = ", ".join(f"{k} {v}" for k, v in self.rejected_by_reason.items())
+            lines.append(f"rejected {self.rejected} ({reasons}): see {self.rejected_path}")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["out_dir"] = str(self.out_dir)
@@ -101,8 +115,10 @@ def _store_lock(out_dir: Path):
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             raise PrepareError(f"another `voxtrain prepare` is writing to {out_dir}; wait for it to finish") from None
+        except OSError:  # a filesystem without locks (some network mounts): carry on unguarded
+            pass
         yield fd
     finally:
         os.close(fd)
@@ -167,15 +183,15 @@ def prepare_corpus(
         reused_entries = 0
         n_shards = (len(entries) + size - 1) // size
         for k in range(n_shards):
-            chunk = tuple(entries[k * size : (k + 1) * size])
-            sig = _signature(chunk, wavs_dir, settings)
+            shard_entries = tuple(entries[k * size : (k + 1) * size])
+            sig = _signature(shard_entries, wavs_dir, settings)
             meta = read_complete_shard(shards_dir, k, sig)
             if meta is not None:
                 metas[k] = meta
-                reused_entries += len(chunk)
+                reused_entries += len(shard_entries)
             else:
                 shard_json_path(shards_dir, k).unlink(missing_ok=True)
-                jobs.append(ShardJob(k, sig, chunk))
+                jobs.append(ShardJob(k, sig, shard_entries))
         _remove_stale_shards(shards_dir, n_shards)
 
         bar = progress_bar(progress)
@@ -234,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, PrepareError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished shards are kept; run the same command again to resume", file=sys.stderr)
+        return 130
     print(json.dumps(report.to_dict(), indent=1))
     return 0
 

@@ -16,9 +16,13 @@ from typing import Any
 
 import numpy as np
 
+# Imported here, in the parent, so that forked workers start with torch, pyworld and
+# phonemizer already loaded instead of each paying seconds to import them.
+from voxtrain.audio import AudioError, extract_features, load_audio, trim_silence
 from voxtrain.config import Config
 from voxtrain.data.corpus import Entry
 from voxtrain.data.store import SHARD_ARRAYS, STORE_VERSION
+from voxtrain.text import SymbolTable, TextProcessor
 
 # Below this peak amplitude (-80 dBFS) a file is digital silence or a dead microphone.
 SILENT_PEAK = 1e-4
@@ -41,7 +45,7 @@ _state: dict[str, Any] = {}
 
 
 def _exit_when_orphaned(parent: int) -> None:
-    # A killed `voxtrain prepare` must not leave workers behind writing into its store.
+    # A killed `voxtrain prepare` must not leave workers behind, computing for nobody.
     while True:
         time.sleep(0.5)
         if os.getppid() != parent:
@@ -53,8 +57,6 @@ def init_worker(config: dict[str, Any], symbols: dict[str, Any], lock_fd: int | 
     import signal
 
     import torch
-
-    from voxtrain.text import SymbolTable, TextProcessor
 
     # Ctrl-C goes to the whole process group; the parent alone decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -88,8 +90,6 @@ def _clean(detail: str, path: Path) -> str:
 
 def clip_features(path: Path, cfg: Config) -> tuple[str, str, dict[str, np.ndarray] | None, float]:
     """(reason, detail, features, seconds); reason is "" when the clip is usable."""
-    from voxtrain.audio import AudioError, extract_features, load_audio, trim_silence
-
     a = cfg.audio
     try:
         wav = load_audio(path, a.sample_rate)

@@ -40,9 +40,7 @@ def _log_beta_binomial(n_text: int, n_mel: int, scaling: float) -> Tensor:
     return (log_choose + log_beta_num - log_beta_den).to(torch.float32)
 
 
-def log_alignment_prior(
-    text_lens: Tensor, mel_lens: Tensor, n_text: int, n_mel: int, scaling: float
-) -> Tensor:
+def log_alignment_prior(text_lens: Tensor, mel_lens: Tensor, n_text: int, n_mel: int, scaling: float) -> Tensor:
     """(B, n_mel, n_text) padded log prior; 0 at padded positions (they are masked anyway)."""
     prior = torch.zeros(len(text_lens), n_mel, n_text)
     for b, (nt, nm) in enumerate(zip(text_lens.tolist(), mel_lens.tolist(), strict=True)):
@@ -78,9 +76,7 @@ class AlignmentEncoder(nn.Module):
                 x = F.relu(x)
         return x.transpose(1, 2)
 
-    def forward(
-        self, text: Tensor, mels: Tensor, text_mask: Tensor, mel_mask: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, text: Tensor, mels: Tensor, text_mask: Tensor, mel_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """text: (B, N, C) embeddings, mels: (B, T, M), masks True at real positions.
 
         Returns three (B, 1, T, N) tensors: attn_logprob (log-softmax over tokens plus log

@@ -63,9 +63,7 @@ class FastSpeech2(nn.Module):
         h = cfg.hidden
 
         def stack(layers: int) -> FFTStack:
-            return FFTStack(
-                h, layers, cfg.heads, cfg.conv_filter, cfg.conv_kernel, cfg.dropout, cfg.max_positions
-            )
+            return FFTStack(h, layers, cfg.heads, cfg.conv_filter, cfg.conv_kernel, cfg.dropout, cfg.max_positions)
 
         self.embedding = nn.Embedding(n_symbols, h, padding_idx=0)
         self.encoder = stack(cfg.encoder_layers)
@@ -78,9 +76,7 @@ class FastSpeech2(nn.Module):
         self.decoder = stack(cfg.decoder_layers)
         self.mel_head = nn.Linear(h, n_mels)
         self.postnet = (
-            PostNet(n_mels, cfg.postnet_channels, cfg.postnet_layers, cfg.dropout)
-            if cfg.postnet_layers > 0
-            else None
+            PostNet(n_mels, cfg.postnet_channels, cfg.postnet_layers, cfg.dropout) if cfg.postnet_layers > 0 else None
         )
 
     def _predict(self, enc: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -111,10 +107,10 @@ class FastSpeech2(nn.Module):
         emb = self.embedding(phonemes)
         enc = self.encoder(emb, text_mask)
 
-        # The aligner reads the raw embedding, not detached: early on the forward-sum loss
-        # is the only signal that makes embeddings of different phonemes acoustically
-        # distinct, and the encoder cannot help there (its output is what the durations
-        # from this very alignment will later be trained on).
+        # The aligner reads the raw embedding, not detached: early in training the
+        # forward-sum loss is the only signal that makes embeddings of different phonemes
+        # acoustically distinct. The encoder output is not used because the mel loss trains
+        # it through durations taken from this very alignment, a feedback loop.
         attn_logprob, attn_soft, attn_logsoft = self.aligner(emb, mels, text_mask, mel_mask)
         attn_hard = monotonic_alignment_search(attn_logsoft[:, 0], phoneme_lens, mel_lens)
         durations = durations_from_alignment(attn_hard)
@@ -146,9 +142,7 @@ class FastSpeech2(nn.Module):
         }
 
     @torch.no_grad()
-    def infer(
-        self, phonemes: Tensor, phoneme_lens: Tensor | None = None, pace: float = 1.0
-    ) -> dict[str, Any]:
+    def infer(self, phonemes: Tensor, phoneme_lens: Tensor | None = None, pace: float = 1.0) -> dict[str, Any]:
         """Synthesize mels from phoneme ids; pace > 1 speaks faster.
 
         Returns mel (B, T, M) (postnet output when there is a postnet), mel_lens (B,),
@@ -165,11 +159,7 @@ class FastSpeech2(nn.Module):
             enc = self.encoder(self.embedding(phonemes), text_mask)
             log_duration_pred, pitch_pred, energy_pred = self._predict(enc, text_mask)
             durations = durations_from_log(log_duration_pred, text_mask, pace)
-            x = (
-                enc
-                + self.pitch_embedding(pitch_pred, text_mask)
-                + self.energy_embedding(energy_pred, text_mask)
-            )
+            x = enc + self.pitch_embedding(pitch_pred, text_mask) + self.energy_embedding(energy_pred, text_mask)
             x, mel_lens = regulate_length(x, durations)
             mel, post = self._decode(x, lengths_to_mask(mel_lens, x.shape[1]))
         finally:

@@ -127,14 +127,18 @@ class FFTStack(nn.Module):
     """Positions + a stack of FFT blocks: the FastSpeech2 encoder and decoder."""
 
     def __init__(
-        self, hidden: int, layers: int, heads: int, filter_size: int, kernel: int, dropout: float,
+        self,
+        hidden: int,
+        layers: int,
+        heads: int,
+        filter_size: int,
+        kernel: int,
+        dropout: float,
         max_positions: int,
     ) -> None:
         super().__init__()
         self.positions = PositionalEncoding(hidden, max_positions)
-        self.blocks = nn.ModuleList(
-            FFTBlock(hidden, heads, filter_size, kernel, dropout) for _ in range(layers)
-        )
+        self.blocks = nn.ModuleList(FFTBlock(hidden, heads, filter_size, kernel, dropout) for _ in range(layers))
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """x: (B, T, H); mask: (B, T) bool -> (B, T, H), zero at padding."""

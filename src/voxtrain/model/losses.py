@@ -39,9 +39,7 @@ def forward_sum_loss(attn_logprob: Tensor, text_lens: Tensor, mel_lens: Tensor) 
         logprob = F.pad(logprob, (1, 0), value=_BLANK_LOGPROB)
         log_probs = F.log_softmax(logprob, dim=-1).transpose(0, 1)  # (T, B, N + 1)
         targets = torch.arange(1, n_max + 1, device=logprob.device).expand(len(text_lens), n_max)
-        per_item = F.ctc_loss(
-            log_probs, targets, mel_lens, text_lens, blank=0, reduction="none", zero_infinity=True
-        )
+        per_item = F.ctc_loss(log_probs, targets, mel_lens, text_lens, blank=0, reduction="none", zero_infinity=True)
         return (per_item / text_lens.clamp_min(1).float()).mean()
 
 

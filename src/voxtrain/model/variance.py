@@ -45,9 +45,7 @@ class VarianceEmbedding(nn.Module):
         return self.conv(values[:, None, :], mask).transpose(1, 2)
 
 
-def regulate_length(
-    x: Tensor, durations: Tensor, max_len: int | None = None
-) -> tuple[Tensor, Tensor]:
+def regulate_length(x: Tensor, durations: Tensor, max_len: int | None = None) -> tuple[Tensor, Tensor]:
     """Repeat token i of x durations[b, i] times: (B, N, C) -> (B, T, C), plus (B,) lengths.
 
     Vectorised with cumsum + searchsorted: frame t belongs to the first token whose

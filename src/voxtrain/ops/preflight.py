@@ -109,7 +109,9 @@ def run_preflight(cfg: Config, features: Path, run_dir: Path) -> list[Check]:
         checks.append(Check("run dir", FAIL, f"{probe} is not writable: choose another --run"))
     n_symbols = len(store.symbols) if store is not None else 200
     per_ckpt = estimate_checkpoint_bytes(cfg, n_symbols)
-    samples = len(cfg.training.validation_sentences) * 22050 * 2 * 8  # ~8 s of 16-bit audio each
+    samples = 0 if cfg.training.sample_vocoder == "none" else (
+        len(cfg.training.validation_sentences) * cfg.audio.sample_rate * 2 * 8  # ~8 s of 16-bit audio each
+    )
     n_val = max(1, cfg.training.max_steps // cfg.training.validate_every)
     need = (cfg.checkpoint.keep_last + 2) * per_ckpt + n_val * samples
     free = shutil.disk_usage(probe).free

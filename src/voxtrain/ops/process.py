@@ -1,8 +1,10 @@
-"""One trainer per run directory: an flock'd lock file plus a PID file.
+"""One trainer per run directory: a POSIX-locked lock file plus a PID file.
 
-The kernel drops an flock when its holder dies, however it dies, so a lock left by a
-killed trainer is never mistaken for a live one; the PID file is informational and a
-stale one is cleared with a message.
+The kernel drops the lock when its holder dies, however it dies, so a lock left by a
+killed trainer is never mistaken for a live one. POSIX (lockf) rather than flock locks,
+because DataLoader workers are forked: an flock would be shared with them and outlive a
+SIGKILLed trainer by seconds, while a POSIX lock belongs to the trainer process alone.
+The PID file is informational and a stale one is cleared with a message.
 """
 
 from __future__ import annotations
@@ -59,10 +61,10 @@ def lock_is_held(run: RunDir) -> bool:
         return False
     with open(run.lock_file, "a+") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             return True
-        fcntl.flock(f, fcntl.LOCK_UN)
+        fcntl.lockf(f, fcntl.LOCK_UN)
     return False
 
 
@@ -83,9 +85,14 @@ class RunLock:
     def acquire(self) -> RunLock:
         self.run.logs.mkdir(parents=True, exist_ok=True)
         f = open(self.run.lock_file, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        for _ in range(3):
+            try:
+                fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                # `voxtrain status` probes the lock by taking it for an instant: retry briefly.
+                time.sleep(0.2)
+        else:
             f.close()
             other = read_pid(self.run)
             who = f"pid {other.pid}" if other else "another process"
@@ -107,7 +114,7 @@ class RunLock:
         proc = read_pid(self.run)
         if proc is not None and proc.pid == os.getpid():
             self.run.pid_file.unlink(missing_ok=True)
-        fcntl.flock(self._file, fcntl.LOCK_UN)
+        fcntl.lockf(self._file, fcntl.LOCK_UN)
         self._file.close()
         self._file = None
 

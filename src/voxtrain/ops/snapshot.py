@@ -348,8 +348,10 @@ def _warnings(s: dict, train: list[dict], val_points: list[tuple[float, float]],
     if skipped:
         last = skipped[-1]
         later = any(e.get("step", -1) > last.get("step", -1) for e in events.get("checkpoint_saved", []))
+        advice = ("; later saves succeeded" if later
+                  else "; none saved since: free disk space or lower checkpoint.keep_last")
         out.append(f"{len(skipped)} checkpoint save(s) SKIPPED, last at step {last.get('step')}: "
-                   f"{last.get('reason', '?')}" + ("; later saves succeeded" if later else "; free disk space"))
+                   f"{last.get('reason', '?')}{advice}")
     if s["nonfinite_skipped"]:
         nf = events.get("nonfinite_skip", [])
         where = f", last at step {nf[-1].get('step')}" if nf else ""

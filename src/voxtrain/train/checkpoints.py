@@ -47,6 +47,13 @@ def serialize(state: dict) -> memoryview:
     return buffer.getbuffer()
 
 
+def _slow_disk(seconds: float) -> None:
+    # Short slices, like real write syscalls: Python runs signal handlers between them.
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(min(0.02, max(end - time.monotonic(), 0)))
+
+
 def write_atomic(data: memoryview | bytes, path: Path) -> None:
     """Write bytes to `path` so that a reader sees either the old file or the whole new one.
 
@@ -62,7 +69,7 @@ def write_atomic(data: memoryview | bytes, path: Path) -> None:
                 f.write(view[offset : offset + _CHUNK])
                 if slow:
                     f.flush()
-                    time.sleep(slow)
+                    _slow_disk(slow)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

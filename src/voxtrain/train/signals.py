@@ -1,12 +1,18 @@
 """Graceful stop: the first SIGTERM/SIGINT asks the loop to finish its optimizer step and
-save; a second one exits at once (the last good checkpoint is untouched because saves are
-atomic: an interrupted save leaves only a temporary file)."""
+save; a second one exits at once.
+
+After the first signal both signals are reset to the kernel's default action, so the
+second one terminates the process immediately even while the main thread is blocked in a
+long write or fsync (a Python-level handler would only run after that call returns). The
+last good checkpoint is untouched because saves are atomic: an interrupted save leaves only
+a temporary file, removed at the next start.
+"""
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
+import time
 
 
 class StopRequest:
@@ -19,14 +25,12 @@ class StopRequest:
         return self.signal_name is not None
 
     def _handle(self, signum: int, frame: object) -> None:
-        name = signal.Signals(signum).name
-        if self.signal_name is not None:
-            sys.stderr.write(f"\nsecond {name}: exiting now without saving; last good checkpoint kept\n")
-            sys.stderr.flush()
-            os._exit(128 + signum)
-        self.signal_name = name
-        sys.stderr.write(f"\n{name} received: finishing the current step, saving, then exiting "
-                         "(send it again to exit at once)\n")
+        self.signal_name = signal.Signals(signum).name
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        sys.stderr.write(f"\n{stamp} {self.signal_name} received: finishing the current step, saving, then "
+                         "exiting (send it again to exit at once without saving)\n")
         sys.stderr.flush()
 
     def install(self) -> StopRequest:
