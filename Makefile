@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO   := demo
-DEMO_SENTENCES ?= 400
+DEMO_SENTENCES ?= 600
 DEMO_ARGS ?=
 
 .PHONY: demo test lint bench clean-demo

@@ -324,8 +324,9 @@ def make_corpus(
     n_sentences: int = 400,
     seed: int = 0,
     progress: bool = True,
+    sentences: list[str] | None = None,
 ) -> CorpusSummary:
-    """Render n sentences into out_dir as metadata.csv (id|text|normalized_text) + wavs/<id>.wav.
+    """Render n sentences (or the given `sentences`) into out_dir as metadata.csv (id|text|normalized_text) + wavs/<id>.wav.
 
     The wavs are mono 16-bit PCM at the voice's own rate (piper 22050 Hz, espeak 22050 Hz);
     `prepare` resamples. With piper's alignment support, alignments.jsonl holds one line per clip:
@@ -336,7 +337,7 @@ def make_corpus(
     if voice not in ("piper", "espeak"):
         raise CorpusError(f"unknown voice {voice!r}: use 'piper' or 'espeak'")
     out_dir = Path(out_dir)
-    sentences = select_sentences(n_sentences, seed)
+    sentences = list(sentences) if sentences is not None else select_sentences(n_sentences, seed)
     if voice == "piper":  # fail before touching out_dir when the demo extra is missing
         model, config = find_piper_voice()
         piper_exe = find_piper_executable()

@@ -48,3 +48,66 @@ def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
     refs = [words_for_wer(r) for r in references]
     hyps = [words_for_wer(h) for h in hypotheses]
     return float(jiwer.wer(refs, hyps))
+
+
+def load_reference_durations(alignments: Path) -> dict[str, tuple[list[str], list[int]]]:
+    """piper's per-phoneme durations (alignments.jsonl of `make-corpus --voice piper`).
+
+    Our model has no sentence-boundary tokens, so the frames of piper's leading ``^`` go to
+    the first phoneme and those of its trailing ``$`` to the last: the frames a learned
+    aligner must give to those phonemes too.
+    """
+    import json
+
+    out = {}
+    for line in Path(alignments).read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        phonemes, durations = list(rec["phonemes"]), list(rec["durations"])
+        if phonemes and phonemes[0] == "^":
+            durations[1] += durations[0]
+            phonemes, durations = phonemes[1:], durations[1:]
+        if phonemes and phonemes[-1] == "$":
+            durations[-2] += durations[-1]
+            phonemes, durations = phonemes[:-1], durations[:-1]
+        out[rec["id"]] = (phonemes, durations)
+    return out
+
+
+def duration_errors(model, store, indices: list[int], reference: dict) -> dict:
+    """Mean absolute error (frames per phoneme) of the learned alignment (MAS over the aligner's
+    attention, teacher-forced) and of the duration predictor, against reference durations."""
+    import torch
+
+    from voxtrain.data.loader import FeatureDataset, collate
+
+    dataset = FeatureDataset(store, indices)
+    learned_err, predicted_err, compared, skipped = [], [], 0, 0
+    model.eval()
+    for i in range(len(dataset)):
+        item = dataset[i]
+        ref = reference.get(item["id"])
+        symbols = store.symbols.decode(item["phonemes"].tolist())
+        if ref is None or "".join(ref[0]) != symbols:
+            skipped += 1
+            continue
+        batch = collate([item])
+        with torch.no_grad():
+            out = model(batch["phonemes"], batch["phoneme_lens"], batch["mels"], batch["mel_lens"],
+                        batch["pitch"], batch["energy"])
+            pred = model.infer(batch["phonemes"])["durations"][0]
+        target = np.asarray(ref[1], dtype=np.float64)
+        learned = out["duration_target"][0].double().numpy()
+        learned_err.append(np.abs(learned - target))
+        predicted_err.append(np.abs(pred.double().numpy() - target))
+        compared += 1
+    if not compared:
+        return {"clips": 0, "skipped": skipped}
+    learned_all, predicted_all = np.concatenate(learned_err), np.concatenate(predicted_err)
+    return {
+        "clips": compared,
+        "phonemes": int(learned_all.size),
+        "skipped": skipped,
+        "learned_alignment_mae_frames": float(learned_all.mean()),
+        "learned_alignment_median_abs_frames": float(np.median(learned_all)),
+        "predicted_duration_mae_frames": float(predicted_all.mean()),
+    }

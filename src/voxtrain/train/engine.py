@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,7 +71,34 @@ def make_accelerator(precision: str):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = resolve_precision(precision, device)
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[resolved]
-    return Accelerator(mixed_precision=mixed), resolved
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    # Without cpu=True Accelerate only builds a process group on an accelerator: torchrun
+    # workers on a CPU-only host would each train alone, all believing they are rank 0.
+    acc = Accelerator(mixed_precision=mixed, cpu=device.type == "cpu" and world > 1)
+    if acc.num_processes != world:
+        raise RuntimeError(f"launched as {world} processes but Accelerate joined {acc.num_processes}")
+    return acc, resolved
+
+
+def _own_process_group(_worker_id: int) -> None:
+    """Move a loader worker out of the trainer's process group. A group-wide SIGTERM/SIGINT
+    (torchrun forwards signals with killpg; Ctrl-C signals the foreground group) would
+    otherwise kill the workers and crash the trainer before it saves. Ignoring the signals
+    instead would hang the exit: multiprocessing stops daemon workers with SIGTERM."""
+    os.setpgid(0, 0)
+
+
+def _quiet_other_ranks(is_main: bool) -> None:
+    """Rank 0 owns the run's log file; other ranks keep only warnings on their console."""
+    if is_main:
+        return
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
+        else:
+            handler.setLevel(logging.WARNING)
 
 
 class Trainer:
@@ -79,6 +107,7 @@ class Trainer:
         self.accelerator, self.precision = make_accelerator(opts.config.training.precision)
         acc = self.accelerator
         self.is_main = acc.is_main_process
+        _quiet_other_ranks(self.is_main)
         self.run = RunDir(opts.run_dir)
         # Only rank 0 writes to the run directory, so only it needs to hold the run's lock.
         self.lock = RunLock(self.run, log.warning).acquire() if self.is_main else None
@@ -111,6 +140,7 @@ class Trainer:
         self.loader = DataLoader(
             self.train_set, batch_sampler=self.sampler, collate_fn=collate, num_workers=workers,
             persistent_workers=workers > 0, generator=torch.Generator(),  # never draws from the global RNG
+            worker_init_fn=_own_process_group,
         )
         self.metrics = MetricsWriter(self.run.metrics) if self.is_main else None
         self.ckpt = CheckpointManager(self.run, self.cfg.checkpoint, on_event=self._event, log=log.warning)
@@ -194,6 +224,17 @@ class Trainer:
             flag = bool(self.accelerator.reduce(t, reduction="sum").item() > 0)
         return flag
 
+    def _reduce_step(self, parts: dict[str, float], frames: int, padded: int) -> tuple[dict[str, float], int, int]:
+        """Global-batch losses and frame counts. Logged losses then describe the whole step,
+        and every rank sees the same (possibly non-finite) loss, so all skip or step together."""
+        names = sorted(parts)
+        t = torch.tensor([parts[k] for k in names] + [frames, padded], dtype=torch.float64,
+                         device=self.accelerator.device)
+        t = self.accelerator.reduce(t, reduction="sum")
+        n = self.accelerator.num_processes
+        means = {k: float(v) / n for k, v in zip(names, t[: len(names)].tolist(), strict=True)}
+        return means, int(t[-2].item()), int(t[-1].item())
+
     def train(self) -> TrainResult:
         tcfg, acc = self.cfg.training, self.accelerator
         target = min(self.opts.until_step or tcfg.max_steps, tcfg.max_steps)
@@ -229,6 +270,8 @@ class Trainer:
                         parts_sum[name] = parts_sum.get(name, 0.0) + float(value) / tcfg.grad_accum
                     frames += int(batch["mel_lens"].sum())
                     padded += int(batch["mel_lens"].max()) * len(batch["mel_lens"])
+                if acc.num_processes > 1:
+                    parts_sum, frames, padded = self._reduce_step(parts_sum, frames, padded)
                 clip = tcfg.grad_clip if tcfg.grad_clip > 0 else float("inf")
                 grad_norm = float(acc.clip_grad_norm_(self.model.parameters(), clip))
                 finite = math.isfinite(parts_sum.get("total", 0.0))
@@ -255,7 +298,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
                 self.epoch, self.batch_in_epoch = epoch, pos
-                window.add(parts_sum, frames * acc.num_processes, padded, time.perf_counter() - t0)
+                window.add(parts_sum, frames, padded, time.perf_counter() - t0)
                 if self.step % tcfg.log_every == 0 or self.step == target:
                     self._log_train(window, lr, grad_norm, target)
                     window = _Window()
@@ -297,7 +340,7 @@ class Trainer:
         record = self.metrics.write(
             "train", step=self.step, epoch=self.epoch, lr=lr, grad_norm=grad_norm,
             frames_per_s=window.frames / window.seconds, steps_per_s=window.steps / window.seconds,
-            padding_fraction=1 - window.frames / max(window.padded * self.accelerator.num_processes, 1),
+            padding_fraction=1 - window.frames / max(window.padded, 1),
             target_step=target, max_steps=self.cfg.training.max_steps,
             nonfinite_skipped=self.nonfinite_total, **{f"loss_{k}": v for k, v in means.items()},
         )
