@@ -326,7 +326,7 @@ def make_corpus(
     progress: bool = True,
     sentences: list[str] | None = None,
 ) -> CorpusSummary:
-    """Render n sentences (or the given `sentences`) into out_dir as metadata.csv (id|text|normalized_text) + wavs/<id>.wav.
+    """Render n sentences (or the given `sentences`) into out_dir as LJSpeech metadata + wavs.
 
     The wavs are mono 16-bit PCM at the voice's own rate (piper 22050 Hz, espeak 22050 Hz);
     `prepare` resamples. With piper's alignment support, alignments.jsonl holds one line per clip:
