@@ -26,7 +26,7 @@ $(DEMO)/features/COMPLETE: $(DEMO)/corpus/metadata.csv
 	$(BIN)/voxtrain prepare $(DEMO)/corpus --out $(DEMO)/features --config configs/tiny.yaml
 
 demo: $(VENV)/.installed $(DEMO)/features/COMPLETE
-	$(BIN)/voxtrain train --features $(DEMO)/features --run $(DEMO)/runs/tiny --config configs/tiny.yaml $(DEMO_ARGS)
+	$(BIN)/voxtrain train --features $(DEMO)/features --run $(DEMO)/runs/tiny --config configs/tiny.yaml --yes $(DEMO_ARGS)
 	$(BIN)/voxtrain synth --checkpoint $(DEMO)/runs/tiny/checkpoints/best.safetensors \
 		--text "Hello! This voice was trained by voxtrain on two CPU cores." --out $(DEMO)/hello.wav
 

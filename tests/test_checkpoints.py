@@ -16,7 +16,8 @@ import torch
 
 from voxtrain.config import CheckpointConfig
 from voxtrain.ops.rundir import RunDir
-from voxtrain.train.checkpoints import CheckpointError, CheckpointManager, load_state, write_atomic
+from voxtrain.atomic import write_atomic
+from voxtrain.train.checkpoints import CheckpointError, CheckpointManager, load_state
 
 
 def _mount_tmpfs(path: Path, size_kb: int) -> bool:

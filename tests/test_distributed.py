@@ -12,8 +12,9 @@ loss is a mean over its own micro-batch, so one step of 2 ranks x batch B x grad
 the mean of 2A micro-batch losses. One process reproduces exactly that objective with batch
 B and grad_accum 2A. A single process at batch 2B does not: its loss is one mean over all
 frames of the 2B utterances (long clips weigh more) and the sampler cuts and shuffles a
-different batch list. Measured on this corpus, that comparison differs by 0.1-2.5 % per step
-from batch composition alone, which would hide real bugs such as a lost no_sync gradient.
+different batch list. Measured on this corpus (batch 4 x accum 2 against 2 ranks x 2 x 2)
+that comparison differs by up to 2.4 % per step from batch composition alone, which would
+hide real bugs such as a lost no_sync gradient.
 
 The batches also coincide: the sampler builds one global list per epoch (it depends on the
 seed, epoch and batch size, not on the world size) and rank r takes batches r, r+2, ...
@@ -23,12 +24,15 @@ as long as the epoch's batch count is even (the sampler drops an odd last batch 
 the test checks the count). Dropout is 0 because each rank draws its own dropout masks.
 
 What remains is floating-point summation order: the 2-rank gradient is
-((g0 + g2)/2 + (g1 + g3)/2)/2 after gloo's all-reduce, the 1-process one
-(((g0 + g1)/2 ... accumulated in .grad. fp32 rounds at ~6e-8 relative; measured here the
-losses agree to <= 1.5e-7 relative over 40 steps (most steps bitwise). The tolerance, 1e-5,
-leaves 60x headroom for Adam amplifying rounding, yet is ~1000x below the per-step effect
-of any real mistake (a wrong batch, an unaveraged or a dropped gradient change the loss by
->= 1e-2 relative).
+((g0 + g2)/2 + (g1 + g3)/2)/2 after gloo's all-reduce, the 1-process one g0/4 + g1/4 + g2/4
++ g3/4 accumulated in .grad; fp32 rounds at ~6e-8 relative. Adam (which normalises tiny
+gradient components) and the aligner's hard MAS path (a near-tie flips with a rounding
+difference) amplify that over steps. Measured: steps 1-20 agree to <= 1.5e-7 relative
+(loss and grad norm, most steps bitwise), steps 21-40 to <= 5e-6 (loss). Tolerances: 1e-5
+for steps 1-20 on loss and grad norm, 1e-3 on the loss over all 40 steps. Both sit below
+what real mistakes do: the other batch composition above moves the loss by a median 8e-3
+per step (1e-4 to 2.4e-2) and the grad norm by a median 1e-2, a summed instead of
+averaged gradient doubles the grad norm, and any wrong batch on step 1 or 2 shows at once.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from voxtrain.data.store import FeatureStore
 from voxtrain.ops.process import stop_trainer
 from voxtrain.ops.rundir import RunDir
 
-RTOL = 1e-5
+TIGHT_STEPS, TIGHT, LOOSE = 20, 1e-5, 1e-3
 MAX_STEPS = 40
 NO_DROPOUT = {"dropout": 0.0, "predictor_dropout": 0.0}
 SECTIONS = {
@@ -128,10 +132,16 @@ def test_two_ranks_follow_one_process_with_the_same_global_batches(two_ranks, tr
     assert r1.returncode == 0, r1.stderr[-3000:]
     a, b = _losses(ranks2), _losses(one)
     assert sorted(a) == sorted(b) == list(range(1, MAX_STEPS + 1))
-    worst = max(abs(a[s] - b[s]) / abs(b[s]) for s in a)
-    assert worst <= RTOL, f"2 ranks drift from 1 process by {worst:.2e} relative"
-    # Logged losses describe the global batch (all ranks), not rank 0's half of it.
     assert all(math.isfinite(v) for v in a.values())
+    # Logged losses describe the global batch (all ranks), not rank 0's half of it.
+    drift = {s: abs(a[s] - b[s]) / abs(b[s]) for s in a}
+    early = max(v for s, v in drift.items() if s <= TIGHT_STEPS)
+    assert early <= TIGHT, f"steps 1-{TIGHT_STEPS}: 2 ranks drift from 1 process by {early:.2e} relative"
+    assert max(drift.values()) <= LOOSE, f"2 ranks drift from 1 process by {max(drift.values()):.2e} relative"
+    ga = {x["step"]: x["grad_norm"] for x in _train_records(ranks2)}
+    gb = {x["step"]: x["grad_norm"] for x in _train_records(one)}
+    worst = max(abs(ga[s] - gb[s]) / gb[s] for s in range(1, TIGHT_STEPS + 1))
+    assert worst <= TIGHT, f"gradient norms differ by {worst:.2e} relative: not the same averaged gradient"
     fa = {x["step"]: x["frames_per_s"] / x["steps_per_s"] for x in _train_records(ranks2)}
     fb = {x["step"]: x["frames_per_s"] / x["steps_per_s"] for x in _train_records(one)}
     assert all(abs(fa[s] - fb[s]) <= 1e-6 * fb[s] for s in fa), "frames per step differ"

@@ -16,14 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from voxtrain.atomic import write_atomic, write_json_atomic
 from voxtrain.config import Config
-from voxtrain.data.store import (
-    STORE_VERSION,
-    atomic_write_bytes,
-    atomic_write_json,
-    file_sha256,
-    shard_array_path,
-)
+from voxtrain.data.store import STORE_VERSION, file_sha256, shard_array_path
 
 REJECTED_HEADER = "line\tid\treason\tdetail"
 
@@ -114,7 +109,7 @@ def _tsv_field(value: Any) -> str:
 def write_rejected(path: Path, metas: list[dict[str, Any]]) -> None:
     rows = sorted((r for m in metas for r in m["rejected"]), key=lambda r: r["line"])
     lines = [REJECTED_HEADER] + ["\t".join(_tsv_field(r[k]) for k in ("line", "id", "reason", "detail")) for r in rows]
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    write_atomic(("\n".join(lines) + "\n").encode("utf-8"), path)
 
 
 def finalize_store(
@@ -147,9 +142,9 @@ def finalize_store(
         }
         lines.append(json.dumps(record, ensure_ascii=False))
     manifest = out_dir / "manifest.jsonl"
-    atomic_write_bytes(manifest, "".join(line + "\n" for line in lines).encode("utf-8"))
-    atomic_write_json(out_dir / "stats.json", stats)
-    atomic_write_json(out_dir / "audio.json", feature_config)
+    write_atomic("".join(line + "\n" for line in lines).encode("utf-8"), manifest)
+    write_json_atomic(out_dir / "stats.json", stats)
+    write_json_atomic(out_dir / "audio.json", feature_config)
     tmp = out_dir / f".symbols.json.tmp{os.getpid()}"
     symbols.save(tmp)
     os.replace(tmp, out_dir / "symbols.json")
@@ -164,5 +159,5 @@ def finalize_store(
         "warnings": warnings,
     }
     if clips:
-        atomic_write_json(out_dir / "COMPLETE", summary)
+        write_json_atomic(out_dir / "COMPLETE", summary)
     return summary

@@ -19,13 +19,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voxtrain.atomic import write_json_atomic
 from voxtrain.config import Config
 from voxtrain.data.corpus import Entry, PrepareError, check_corpus_dir, parse_metadata
 from voxtrain.data.finalize import finalize_store
 from voxtrain.data.pool import ShardJob, progress_bar, run_jobs
 from voxtrain.data.store import (
     STORE_VERSION,
-    atomic_write_json,
     read_complete_shard,
     remove_temp_files,
     shard_json_path,
@@ -82,7 +82,7 @@ def _check_out_config(out_dir: Path, wanted: dict[str, Any]) -> None:
     """Refuse to add features computed with other settings to an existing store."""
     path = out_dir / "config.json"
     if not path.is_file():
-        atomic_write_json(path, wanted)
+        write_json_atomic(path, wanted)
         return
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from voxtrain.atomic import fsync_dir, save_npy_atomic, write_json_atomic
+
 STORE_VERSION = 1
 SHARD_ARRAYS = {"mel": np.float16, "pitch": np.float32, "energy": np.float32, "phonemes": np.int16}
 FIX_HINT = "run `voxtrain prepare CORPUS --out {root}` (it resumes where it stopped)"
@@ -47,50 +49,6 @@ def shard_json_path(shards_dir: Path, index: int) -> Path:
     return shards_dir / f"{shard_name(index)}.json"
 
 
-def _fsync_dir(path: Path) -> None:
-    # Makes the rename itself durable; not possible (nor needed) on every platform.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, ensure_ascii=False, indent=1) + "\n").encode("utf-8"))
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def remove_temp_files(directory: Path) -> None:
     """Temp files left by a killed writer are never valid; drop them before writing again."""
     if directory.is_dir():
@@ -102,10 +60,10 @@ def remove_temp_files(directory: Path) -> None:
 def write_shard(shards_dir: Path, index: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Write a shard's arrays, then its .json (the completion marker) last."""
     for key, dtype in SHARD_ARRAYS.items():
-        atomic_save_npy(shard_array_path(shards_dir, index, key), np.ascontiguousarray(arrays[key], dtype=dtype))
-    _fsync_dir(shards_dir)
-    atomic_write_json(shard_json_path(shards_dir, index), meta)
-    _fsync_dir(shards_dir)
+        save_npy_atomic(shard_array_path(shards_dir, index, key), np.ascontiguousarray(arrays[key], dtype=dtype))
+    fsync_dir(shards_dir)
+    write_json_atomic(shard_json_path(shards_dir, index), meta)
+    fsync_dir(shards_dir)
 
 
 def _npy_shape(path: Path) -> tuple[int, ...] | None:

@@ -11,10 +11,8 @@ from __future__ import annotations
 import errno
 import io
 import json
-import os
 import pickle
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,61 +20,21 @@ from typing import Any
 
 import torch
 
+from voxtrain.atomic import write_atomic
 from voxtrain.config import CheckpointConfig
 from voxtrain.ops.rundir import RunDir, export_sidecar
 
 REQUIRED_KEYS = ("model", "optimizer", "step", "epoch", "batch_in_epoch", "rng", "config", "symbols")
-_CHUNK = 4 << 20
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be read or is not a voxtrain checkpoint."""
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def serialize(state: dict) -> memoryview:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getbuffer()
-
-
-def _slow_disk(seconds: float) -> None:
-    # Short slices, like real write syscalls: Python runs signal handlers between them.
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        time.sleep(min(0.02, max(end - time.monotonic(), 0)))
-
-
-def write_atomic(data: memoryview | bytes, path: Path) -> None:
-    """Write bytes to `path` so that a reader sees either the old file or the whole new one.
-
-    On any error (ENOSPC included) the temporary file is removed and the error re-raised.
-    VOXTRAIN_TEST_SLOW_WRITE_S slows the write (tests kill processes in the middle of it).
-    """
-    slow = float(os.environ.get("VOXTRAIN_TEST_SLOW_WRITE_S", "0") or 0)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            view = memoryview(data)
-            for offset in range(0, len(view), _CHUNK):
-                f.write(view[offset : offset + _CHUNK])
-                if slow:
-                    f.flush()
-                    _slow_disk(slow)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load_state(path: Path, mmap: bool = False) -> dict:

@@ -19,10 +19,11 @@ from typing import Any
 import torch
 
 import voxtrain
+from voxtrain.atomic import write_atomic
 from voxtrain.config import Config, config_from_dict
 from voxtrain.data.store import FeatureStore
 from voxtrain.ops.rundir import RunDir
-from voxtrain.train.checkpoints import CheckpointError, CheckpointManager, load_state, write_atomic
+from voxtrain.train.checkpoints import CheckpointError, CheckpointManager, load_state
 
 log = logging.getLogger("voxtrain.train")
 

@@ -1,0 +1,210 @@
+"""Training throughput of the real model + loss + optimizer step on synthetic LJSpeech-like batches.
+
+    python bench/train_throughput.py                          # configs/ljspeech.yaml, bf16, batch 16
+    python bench/train_throughput.py --precision fp32 --bucketed --iters 3
+
+Prints one JSON object. The step is the engine's: FastSpeech2 forward (aligner + MAS
+included) and FastSpeech2Loss under torch.autocast(cpu, bf16) as Accelerate applies it,
+backward, gradient clipping, Adam step. Lengths are drawn like LJSpeech (mean ~555 mel
+frames, ~5 frames per phoneme, 100-870 frames); a batch is 16 random clips padded to the
+longest, or with --bucketed 16 neighbours in length order, as the sampler's buckets give.
+
+useful_mfu = flops_per_step x real/padded frames / s_per_step / peak_gflops_bf16: the share
+of the machine's measured bf16 GEMM peak spent on real (non-padding) frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from voxtrain.config import load_config
+from voxtrain.model import FastSpeech2, FastSpeech2Loss
+from voxtrain.text.symbols import SymbolTable
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAMES_PER_PHONEME = 5.05  # LJSpeech: ~555 frames for ~110 phonemes
+
+
+def ljspeech_lengths(n: int, gen: torch.Generator) -> list[int]:
+    """Mel lengths like LJSpeech's 1-10 s clips: mean ~555 frames (6.4 s), clipped to 100-870."""
+    lens = torch.normal(565.0, 190.0, (n,), generator=gen).clamp(100, 870)
+    return [int(x) for x in lens.round()]
+
+
+def pick_lengths(batch: int, bucketed: bool, gen: torch.Generator) -> list[int]:
+    if not bucketed:
+        return ljspeech_lengths(batch, gen)
+    # The sampler sorts pools of 50 batches: take the sorted batch whose mean is most typical.
+    pool = sorted(ljspeech_lengths(batch * 50, gen))
+    batches = [pool[i : i + batch] for i in range(0, len(pool), batch)]
+    return min(batches, key=lambda b: abs(statistics.mean(b) - 555))
+
+
+def synthetic_batch(mel_lens: list[int], n_symbols: int, n_mels: int, gen: torch.Generator) -> dict:
+    """A padded batch shaped like collate()'s, with noise standing in for features."""
+    b, t_max = len(mel_lens), max(mel_lens)
+    ph_lens = [max(2, round(t / FRAMES_PER_PHONEME)) for t in mel_lens]
+    n_max = max(ph_lens)
+    phonemes = torch.zeros(b, n_max, dtype=torch.long)
+    mels = torch.zeros(b, t_max, n_mels)
+    pitch, energy = torch.zeros(b, t_max), torch.zeros(b, t_max)
+    for i, (n, t) in enumerate(zip(ph_lens, mel_lens, strict=True)):
+        phonemes[i, :n] = torch.randint(2, n_symbols, (n,), generator=gen)
+        mels[i, :t] = torch.randn(t, n_mels, generator=gen) * 2.0 - 5.0  # log-mel range
+        pitch[i, :t] = torch.randn(t, generator=gen)
+        energy[i, :t] = torch.randn(t, generator=gen)
+    return {"phonemes": phonemes, "phoneme_lens": torch.tensor(ph_lens), "mels": mels,
+            "mel_lens": torch.tensor(mel_lens), "pitch": pitch, "energy": energy}
+
+
+def _cpu_sdpa_formulas() -> dict:
+    """FlopCounterMode has no formula for the CPU flash-attention kernel that SDPA uses
+    here; without these the attention matmuls (~8% of the step) would be missed."""
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+    fwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    bwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    out = {}
+    if fwd is not None:
+        out[fwd] = lambda q, k, v, *a, out_shape=None, **kw: fc.sdpa_flop_count(q, k, v)
+    if bwd is not None:
+        out[bwd] = lambda g, q, k, v, *a, out_shape=None, **kw: fc.sdpa_backward_flop_count(g, q, k, v)
+    return out
+
+
+def gemm_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """GFLOP/s of an n x n matmul at the current thread count (median of reps)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+class Step:
+    """One optimizer step exactly as the engine runs it (minus DDP and logging)."""
+
+    def __init__(self, cfg, precision: str):
+        self.cfg = cfg
+        self.n_symbols = len(SymbolTable.default())
+        self.model = FastSpeech2(cfg.model, self.n_symbols, cfg.audio.n_mels).train()
+        self.loss_fn = FastSpeech2Loss(cfg.training, cfg.model.aligner)
+        t = cfg.training
+        opt_cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+        self.opt = opt_cls(self.model.parameters(), lr=t.lr, betas=tuple(t.betas), eps=t.eps,
+                           weight_decay=t.weight_decay)
+        self.bf16 = precision == "bf16"
+        self.step_no = 10**6  # past the binarization ramp: every loss term is on
+
+    def __call__(self, batch: dict) -> dict[str, float]:
+        times = {}
+        t0 = time.perf_counter()
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        with ctx:
+            out = self.model(batch["phonemes"], batch["phoneme_lens"], batch["mels"], batch["mel_lens"],
+                             batch["pitch"], batch["energy"])
+            loss, _ = self.loss_fn(out, batch, self.step_no)
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        clip = self.cfg.training.grad_clip or float("inf")
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        t3 = time.perf_counter()
+        times.update(forward_s=t1 - t0, backward_s=t2 - t1, clip_adam_s=t3 - t2, step_s=t3 - t0)
+        return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "ljspeech.yaml"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    parser.add_argument("--bucketed", action="store_true", help="a low-padding batch of neighbouring lengths")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1, help="warm-up steps (the first also counts FLOPs)")
+    parser.add_argument("--iters", type=int, default=3, help="measured steps")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cfg = load_config(args.config, args.overrides)
+    gen = torch.Generator().manual_seed(args.seed)
+    step = Step(cfg, args.precision)
+    batch = synthetic_batch(pick_lengths(args.batch, args.bucketed, gen), step.n_symbols, cfg.audio.n_mels, gen)
+    real = int(batch["mel_lens"].sum())
+    padded = int(batch["mel_lens"].max()) * args.batch
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_formulas())
+    with counter:
+        step(batch)  # the first warm-up step, counted
+    flops = counter.get_total_flops()
+    for _ in range(args.warmup - 1):
+        step(batch)
+    runs, cpu0 = [], time.process_time()
+    for _ in range(args.iters):
+        runs.append(step(batch))
+    cpu_per_step = (time.process_time() - cpu0) / args.iters
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    s_per_step = med["step_s"]
+    peak_bf16, peak_fp32 = gemm_peak(torch.bfloat16), gemm_peak(torch.float32)
+    useful = flops * real / padded / s_per_step / 1e9
+    result = {
+        "config": os.path.relpath(args.config, ROOT) if args.config.startswith(str(ROOT)) else args.config,
+        "parameters": sum(p.numel() for p in step.model.parameters()),
+        "precision": args.precision,
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "batch": args.batch,
+        "bucketed": args.bucketed,
+        "real_frames": real,
+        "padded_frames": padded,
+        "padding_fraction": round(1 - real / padded, 3),
+        "phonemes_mean": round(float(batch["phoneme_lens"].float().mean()), 1),
+        "warmup": args.warmup,
+        "iters": args.iters,
+        "s_per_step": round(s_per_step, 3),
+        "s_per_step_all": [round(r["step_s"], 3) for r in runs],
+        "forward_s": round(med["forward_s"], 3),
+        "backward_s": round(med["backward_s"], 3),
+        "clip_adam_s": round(med["clip_adam_s"], 3),
+        # Process CPU time is what other load on a shared machine inflates least.
+        "cpu_s_per_step": round(cpu_per_step, 3),
+        "real_frames_per_s": round(real / s_per_step, 1),
+        "flops_per_step": flops,
+        "gflop_per_step": round(flops / 1e9, 1),
+        "peak_gflops_bf16": round(peak_bf16, 1),
+        "peak_gflops_fp32": round(peak_fp32, 1),
+        "achieved_gflops": round(flops / s_per_step / 1e9, 1),
+        "useful_mfu": round(useful / peak_bf16, 4),
+        "useful_mfu_vs_own_precision_peak": round(useful / (peak_bf16 if args.precision == "bf16" else peak_fp32), 4),
+        "max_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "torch": torch.__version__,
+    }
+    json.dump(result, sys.stdout, indent=1)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Crash-safe file writes: a reader sees either the old file or the whole new one.
+
+Write to a temporary name in the same directory, flush, fsync, rename over the final name,
+fsync the directory. Used for checkpoints, exports, run metadata and feature-store files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_CHUNK = 4 << 20
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename durable; not possible (nor needed) on every platform."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _slow_disk(seconds: float) -> None:
+    # Short slices, like real write syscalls: Python runs signal handlers between them.
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(min(0.02, max(end - time.monotonic(), 0)))
+
+
+def write_atomic(data: memoryview | bytes, path: Path) -> None:
+    """Write bytes to `path` atomically. On any error (ENOSPC included) the temporary file is
+    removed and the error re-raised. VOXTRAIN_TEST_SLOW_WRITE_S slows each 4 MB chunk (tests
+    kill processes in the middle of a write)."""
+    path = Path(path)
+    slow = float(os.environ.get("VOXTRAIN_TEST_SLOW_WRITE_S", "0") or 0)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            view = memoryview(data)
+            for offset in range(0, len(view), _CHUNK):
+                f.write(view[offset : offset + _CHUNK])
+                if slow:
+                    f.flush()
+                    _slow_disk(slow)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_atomic((json.dumps(obj, ensure_ascii=False, indent=1) + "\n").encode("utf-8"), path)
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    write_atomic(buffer.getbuffer(), path)
