@@ -104,6 +104,7 @@ def bad_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[tupl
     w("emptytext.wav", tone(1.0, seed=14), subtype="PCM_16")
     w("dots.wav", tone(1.0, seed=15), subtype="PCM_16")
     w("badbytes.wav", tone(1.0, seed=16), subtype="PCM_16")
+    w("mismatch.wav", tone(0.6, seed=19), subtype="PCM_16")  # 51 frames for ~150 phoneme symbols
     # Real audio files that a broken id guard would read.
     sf.write(corpus / "evil.wav", tone(1.0, seed=17), SR)
     (wavs / "a").mkdir()
@@ -127,6 +128,7 @@ def bad_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[tupl
         b"toolong|Much too long.|Much too long.",
         b"tooshort|Too short.|Too short.",
         b"badbytes|caf\xe9 au lait|caf\xe9 au lait",
+        b"mismatch|" + b"The transcript of another, much longer recording went here by mistake. " * 2,
     ]
     write_meta(corpus, lines)
     expected = {
@@ -145,6 +147,7 @@ def bad_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[tupl
         ("toolong", "too_long"),
         ("tooshort", "too_short"),
         ("badbytes", "bad_encoding"),
+        ("mismatch", "text_too_long"),
     }
     return corpus, expected, kept
 

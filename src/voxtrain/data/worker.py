@@ -134,6 +134,10 @@ def process_chunk(task: ChunkTask) -> list[dict[str, Any]]:
             reason, detail, feats, seconds = "no_phonemes", f"text phonemizes to {p.phonemes!r}", None, 0.0
         else:
             reason, detail, feats, seconds = clip_features(wavs_dir / e.audio, cfg)
+        if not reason and len(p.ids) > len(feats["mel"]):
+            # Every phoneme needs at least one frame, or the aligner must skip some of them.
+            reason = "text_too_long"
+            detail = f"{len(p.ids)} phoneme symbols for {len(feats['mel'])} mel frames: text and audio do not match"
         if reason:
             results.append({"line": e.line, "id": e.id, "reason": reason, "detail": detail})
             continue
