@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from voxtrain.atomic import write_atomic
 from voxtrain.config import CheckpointConfig
 from voxtrain.ops.rundir import RunDir
-from voxtrain.atomic import write_atomic
 from voxtrain.train.checkpoints import CheckpointError, CheckpointManager, load_state
 
 
