@@ -82,7 +82,7 @@ def measure(store: FeatureStore, batch_size: int, workers: int, n: int, seed: in
         "frames_per_s": round(frames / wall),
         "padding_fraction": round(1 - frames / max(padded, 1), 3),
         "mean_frames_per_item": round(frames / max(items, 1), 1),
-        "batch_frames_example": list(first["mels"].shape),
+        "first_batch_shape": list(first["mels"].shape),
     }
 
 

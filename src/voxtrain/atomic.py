@@ -39,12 +39,11 @@ def _slow_disk(seconds: float) -> None:
         time.sleep(min(0.02, max(end - time.monotonic(), 0)))
 
 
-def write_atomic(data: memoryview | bytes, path: Path) -> None:
+def write_atomic(data: memoryview | bytes, path: Path, slow: float = 0.0) -> None:
     """Write bytes to `path` atomically. On any error (ENOSPC included) the temporary file is
-    removed and the error re-raised. VOXTRAIN_TEST_SLOW_WRITE_S slows each 4 MB chunk (tests
-    kill processes in the middle of a write)."""
+    removed and the error re-raised. `slow` seconds of delay per 4 MB chunk simulate a slow
+    disk (tests kill processes in the middle of a write)."""
     path = Path(path)
-    slow = float(os.environ.get("VOXTRAIN_TEST_SLOW_WRITE_S", "0") or 0)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:

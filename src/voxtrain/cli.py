@@ -206,6 +206,7 @@ def stop(
     messages = {
         "not running": f"no trainer is running on {run}",
         "stopped": "stopped after saving a checkpoint",
+        "exited": f"the trainer exited without recording a clean stop: see `voxtrain status {run}` and its log",
         "killed": f"did not stop within {timeout:.0f}s: killed (the last saved checkpoint is intact)",
         "timeout": f"still saving/stopping after {timeout:.0f}s; wait, or use --force",
     }

@@ -125,16 +125,25 @@ class RunLock:
         self.release()
 
 
+def _clean_stop_since(run: RunDir, since: float) -> bool:
+    """Did the trainer record a clean stop (saved, exit 0) after `since`?"""
+    from voxtrain.ops.metrics import read_metrics
+
+    return any(r.get("type") == "event" and r.get("event") == "stop" and r.get("exit_code") == 0
+               and r.get("time", 0) >= since - 1 for r in read_metrics(run.metrics))
+
+
 def stop_trainer(run: RunDir, timeout: float = 300.0, force: bool = False, poll: float = 0.2) -> str:
     """SIGTERM the run's trainer and wait for its graceful save; SIGKILL only with force."""
     proc = running_trainer(run)
     if proc is None:
         return "not running"
+    asked = time.time()
     os.kill(proc.pid, signal.SIGTERM)
-    deadline = time.time() + timeout
+    deadline = asked + timeout
     while time.time() < deadline:
         if not _pid_alive(proc.pid):
-            return "stopped"
+            return "stopped" if _clean_stop_since(run, asked) else "exited"
         time.sleep(poll)
     if force:
         os.kill(proc.pid, signal.SIGKILL)

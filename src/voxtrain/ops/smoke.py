@@ -31,8 +31,9 @@ N_CLIPS = 12
 FIRST_STEPS, RESUME_STEPS = 10, 12
 SYNTH_TEXT = "The smoke test speaks."
 TRAIN_TIMEOUT_S = 600.0
-# An untrained duration predictor may say anything; beyond this per phoneme it has diverged.
-MAX_SECONDS_PER_PHONEME = 0.5
+# An untrained duration predictor may say anything, but outside these bounds (per phoneme;
+# real speech is ~0.08 s) the model or the inference path is broken.
+MIN_SECONDS_PER_PHONEME, MAX_SECONDS_PER_PHONEME = 0.01, 0.5
 
 # A model small enough that a step takes milliseconds on one core, but with every part
 # (aligner, variance adaptor, decoder) of the real one.
@@ -41,6 +42,9 @@ SMALL_MODEL = {
     "predictor_filter": 32, "variance_embedding_kernel": 3,
     "aligner": {"attention_dim": 16, "binarization_start_step": 5, "binarization_ramp_steps": 5},
 }
+# With the small model only: the default schedule's 4000 warm-up steps would leave 12 steps
+# at an LR near zero, and an untrained duration predictor speaks nothing a vocoder can render.
+SMALL_MODEL_TRAINING = {"lr": 1e-3, "scheduler": "noam", "warmup_steps": 10}
 # Applied to any config: the smoke run must reach its steps quickly and save only at its targets.
 SMOKE_TRAINING = {
     "batch_size": 2, "batch_frames": 0, "grad_accum": 1, "max_steps": 1000, "log_every": 1,
@@ -67,6 +71,7 @@ def smoke_config(base: Config | None = None) -> Config:
     if base is None:
         aligner = dict(data["model"]["aligner"], **SMALL_MODEL["aligner"])
         data["model"].update(SMALL_MODEL, aligner=aligner)
+        data["training"].update(SMALL_MODEL_TRAINING)
     data["training"].update(SMOKE_TRAINING)
     data["data"]["val_size"] = 2  # of 12 clips
     data["checkpoint"].update(keep_last=2, disk_margin_mb=min(data["checkpoint"]["disk_margin_mb"], 16.0))
@@ -149,7 +154,7 @@ def _train(features: Path, run: Path, config: Path, until: int) -> subprocess.Co
         return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=TRAIN_TIMEOUT_S, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     except subprocess.TimeoutExpired:
-        raise SmokeFailure(f"`voxtrain train --until-step {until}` did not finish in {TRAIN_TIMEOUT_S:.0f}s")
+        raise SmokeFailure(f"`voxtrain train --until-step {until}` did not finish in {TRAIN_TIMEOUT_S:.0f}s") from None
 
 
 def _tail(text: str, lines: int = 6) -> str:
@@ -242,7 +247,7 @@ def _check_synth(run: RunDir, vocoder: str, out: Path) -> str:
     acoustic = load_acoustic_model(ckpt)
     n_phonemes = len(TextProcessor(acoustic.config.text, acoustic.symbols).process([SYNTH_TEXT])[0].ids)
     seconds = len(wav) / rate
-    shortest = acoustic.config.audio.hop_length / acoustic.config.audio.sample_rate
+    shortest = MIN_SECONDS_PER_PHONEME * n_phonemes
     longest = MAX_SECONDS_PER_PHONEME * n_phonemes + 1.0
     if rate != acoustic.config.audio.sample_rate:
         raise SmokeFailure(f"{out}: {rate} Hz, the model's rate is {acoustic.config.audio.sample_rate} Hz")
@@ -295,12 +300,15 @@ def run_smoke_test(workdir: Path | None = None, keep: bool = False, config: Conf
                 raise SmokeFailure(f"no training clips: {report.summary()}")
             return report.summary()
 
+        def train() -> str:
+            proc = _train(features, run.root, cfg_path, FIRST_STEPS)
+            return _check_trained(proc, FIRST_STEPS) + f" (batch {cfg.training.batch_size}, run {run.root})"
+
+        trained = f"train {FIRST_STEPS} steps"
         r.run("prerequisites", (), _prerequisites)
         r.run("corpus", ("prerequisites",), make)
         r.run("prepare", ("corpus",), prepare)
-        r.run(f"train {FIRST_STEPS} steps", ("prepare",), lambda: _check_trained(
-            _train(features, run.root, cfg_path, FIRST_STEPS), FIRST_STEPS) + f" (batch 2, run {run.root})")
-        trained = f"train {FIRST_STEPS} steps"
+        r.run(trained, ("prepare",), train)
         r.run("log file", (trained,), lambda: _check_log(run))
         r.run(f"step {FIRST_STEPS} reached", (trained,), lambda: _check_step(run, FIRST_STEPS))
         r.run("loss finite", (trained,), lambda: _check_loss(run))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
 import pickle
 import shutil
 from collections.abc import Callable
@@ -95,7 +96,9 @@ class CheckpointManager:
 
     # -- saving -------------------------------------------------------------------------
     def save(self, state: dict, step: int) -> Path | None:
-        """Save a checkpoint; returns its path, or None when it was skipped for lack of space."""
+        """Save a checkpoint; returns its path, or None when it was skipped for lack of space.
+
+        VOXTRAIN_TEST_SLOW_WRITE_S slows the write of checkpoints only (tests kill mid-save)."""
         self.run.checkpoints.mkdir(parents=True, exist_ok=True)
         path = self.run.checkpoint(step)
         data = serialize(state)
@@ -105,7 +108,7 @@ class CheckpointManager:
             return self._skip(step, len(data), "not enough free disk space")
         for attempt in (1, 2):
             try:
-                write_atomic(data, path)
+                write_atomic(data, path, slow=float(os.environ.get("VOXTRAIN_TEST_SLOW_WRITE_S", "0") or 0))
                 break
             except OSError as err:
                 if err.errno != errno.ENOSPC:

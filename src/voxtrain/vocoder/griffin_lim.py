@@ -96,7 +96,14 @@ class GriffinLimVocoder:
         if mel.dim() != 3 or mel.shape[1] != self.audio.n_mels:
             raise ValueError(f"expected a mel of shape (B, {self.audio.n_mels}, T), got {tuple(mel.shape)}")
         mel = mel.to(self.device, torch.float32)
-        batch, _, frames = mel.shape
+        batch, _, wanted = mel.shape
+        # The centred STFT's reflect padding needs a few frames: pad very short mels with
+        # silence and cut the result back to the requested length.
+        min_frames = self.audio.n_fft // self.audio.hop_length
+        if wanted < min_frames:
+            silence = math.log(1e-5)
+            mel = torch.nn.functional.pad(mel, (0, min_frames - wanted), value=silence)
+        frames = mel.shape[-1]
         hop = self.audio.hop_length
         length = frames * hop
         mag = self._linear_magnitude(mel)
@@ -116,7 +123,7 @@ class GriffinLimVocoder:
             previous = rebuilt
         wav = self._istft(mag * angles, length)
         wav = self._shift_to_hifigan_grid(wav)
-        return torch.clamp(wav, -1.0, 1.0).reshape(batch, length)
+        return torch.clamp(wav, -1.0, 1.0).reshape(batch, length)[:, : wanted * hop]
 
     def _shift_to_hifigan_grid(self, wav: Tensor) -> Tensor:
         """Delay the centred-grid signal so its frames line up with HiFi-GAN's, same length."""
