@@ -85,13 +85,17 @@ class Launched:
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                 "--main_process_port", str(_free_port()), "-m", *train]
 
+    @staticmethod
+    def _cpu_only(env: dict) -> dict:
+        return dict(env, CUDA_VISIBLE_DEVICES="")  # gloo on CPU even where a GPU is present
+
     def run_to_end(self, env: dict, *extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(self.cmd(*extra), env=env, capture_output=True, text=True, timeout=300,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(self.cmd(*extra), env=self._cpu_only(env), capture_output=True, text=True,
+                              timeout=300, stdin=subprocess.DEVNULL)
 
     def start(self, env: dict, *extra: str) -> subprocess.Popen:
-        return subprocess.Popen(self.cmd(*extra), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(self.cmd(*extra), env=self._cpu_only(env), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
 
 
 def _train_records(t) -> list[dict]:
@@ -185,6 +189,8 @@ def test_sigterm_to_launcher_stops_every_rank_and_two_ranks_resume(two_ranks, tr
     #    group (os.killpg; the workers run in their own sessions), waits for them (30 s
     #    shutdown timeout, then SIGKILL) and then re-raises the signal as SignalException,
     #    so `accelerate launch` itself exits 1 even though every worker stopped cleanly.
+    #    A step of a full-size model can outlast those 30 s: TORCH_ELASTIC_SHUTDOWN_TIMEOUT
+    #    raises them, or `voxtrain stop` (step 2) signals rank 0 alone and needs no timeout.
     proc = launched.start(env)
     t.wait_for_step(proc, 8)
     proc.send_signal(signal.SIGTERM)

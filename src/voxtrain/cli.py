@@ -114,9 +114,11 @@ def train(
     cfg = _config(config, set_)
     rundir = RunDir(run)
     is_child = os.environ.get(DETACHED_ENV) == "1"
-    if not print_preflight(run_preflight(cfg, features, run)):
+    # Under `accelerate launch` / torchrun every rank runs this command; rank 0 speaks for all.
+    is_rank0 = int(os.environ.get("RANK", "0")) == 0
+    if is_rank0 and not print_preflight(run_preflight(cfg, features, run)):
         _fail("pre-flight failed: fix the FAIL rows above")
-    if sys.stdin.isatty() and not yes and not typer.confirm("Start training?", default=True):
+    if is_rank0 and sys.stdin.isatty() and not yes and not typer.confirm("Start training?", default=True):
         raise typer.Exit(1)
     if detach:
         try:
@@ -135,7 +137,7 @@ def train(
             f"  tail:    tail -f {launch.log_file}"
         )
         return
-    _setup_logging(verbose, None if is_child else rundir.new_log_file())
+    _setup_logging(verbose, rundir.new_log_file() if is_rank0 and not is_child else None)
     from voxtrain.data.store import StoreError
     from voxtrain.ops.process import RunLockedError
     from voxtrain.train.engine import TrainOptions

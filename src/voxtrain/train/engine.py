@@ -76,7 +76,8 @@ def make_accelerator(precision: str):
     # workers on a CPU-only host would each train alone, all believing they are rank 0.
     acc = Accelerator(mixed_precision=mixed, cpu=device.type == "cpu" and world > 1)
     if acc.num_processes != world:
-        raise RuntimeError(f"launched as {world} processes but Accelerate joined {acc.num_processes}")
+        raise RuntimeError(f"WORLD_SIZE is {world} but Accelerate set up {acc.num_processes} process(es); "
+                           "launch with `accelerate launch --multi_gpu --num_processes N` or torchrun")
     return acc, resolved
 
 
