@@ -105,7 +105,7 @@ def main() -> None:
 
     # Alignment: learned durations against piper's ground truth.
     store = FeatureStore(features)
-    reference = load_reference_durations(corpus / "alignments.jsonl")
+    reference = load_reference_durations(corpus / "alignments.jsonl", boundaries=store.symbols.bos_id is not None)
     model = acoustic.model
     result["alignment_heldout"] = duration_errors(model, store, store.split_indices("val"), reference)
     result["alignment_train_sample"] = duration_errors(model, store, store.split_indices("train")[:60], reference)

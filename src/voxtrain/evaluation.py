@@ -50,12 +50,12 @@ def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
     return float(jiwer.wer(refs, hyps))
 
 
-def load_reference_durations(alignments: Path) -> dict[str, tuple[list[str], list[int]]]:
+def load_reference_durations(alignments: Path, boundaries: bool = True) -> dict[str, tuple[list[str], list[int]]]:
     """piper's per-phoneme durations (alignments.jsonl of `make-corpus --voice piper`).
 
-    Our model has no sentence-boundary tokens, so the frames of piper's leading ``^`` go to
-    the first phoneme and those of its trailing ``$`` to the last: the frames a learned
-    aligner must give to those phonemes too.
+    piper's sentence-boundary tokens ``^`` and ``$`` hold the leading and trailing silence,
+    as voxtrain's own boundary symbols do. For a model without them (`boundaries=False`)
+    their frames go to the first and last phoneme: the frames its aligner must give those.
     """
     import json
 
@@ -63,10 +63,10 @@ def load_reference_durations(alignments: Path) -> dict[str, tuple[list[str], lis
     for line in Path(alignments).read_text(encoding="utf-8").splitlines():
         rec = json.loads(line)
         phonemes, durations = list(rec["phonemes"]), list(rec["durations"])
-        if phonemes and phonemes[0] == "^":
+        if not boundaries and phonemes and phonemes[0] == "^":
             durations[1] += durations[0]
             phonemes, durations = phonemes[1:], durations[1:]
-        if phonemes and phonemes[-1] == "$":
+        if not boundaries and phonemes and phonemes[-1] == "$":
             durations[-2] += durations[-1]
             phonemes, durations = phonemes[:-1], durations[:-1]
         out[rec["id"]] = (phonemes, durations)

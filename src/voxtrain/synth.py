@@ -90,7 +90,7 @@ class Synthesizer:
                     f"the model has never seen the symbol(s) {' '.join(sorted(set(unknown)))!r} "
                     f"(from {text!r} -> /{p.phonemes}/); rephrase the text or pass allow_unknown"
                 )
-            if not p.ids:
+            if not p.phonemes.strip():
                 raise SynthError(f"{text!r} has nothing to speak (it phonemizes to nothing)")
         return [p.ids for p in processed]
 

@@ -39,7 +39,7 @@ class TextProcessor:
         normalized = [self._normalize(t) for t in texts]
         phonemes = self.phonemizer.phonemize(normalized)
         return [
-            ProcessedText(normalized=n, phonemes=p, ids=self.symbols.encode(p))
+            ProcessedText(normalized=n, phonemes=p, ids=self.symbols.encode_utterance(p))
             for n, p in zip(normalized, phonemes, strict=True)
         ]
 

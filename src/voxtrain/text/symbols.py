@@ -15,6 +15,10 @@ from typing import Any
 PAD = "_"
 # U+FFFD REPLACEMENT CHARACTER: decodes visibly and never occurs in phonemizer output.
 UNK = "\ufffd"
+# Utterance boundaries: they take the leading and trailing silence (like piper's ^ and $),
+# so the aligner never has to smear it over the first and last phonemes.
+BOS = "^"
+EOS = "$"
 
 _PUNCTUATION = "!'(),-.:;?\"[]{}¡¿—…«»“”"
 _PROSODY = "ˈˌːˑ"
@@ -37,6 +41,9 @@ def _default_symbols() -> list[str]:
     for group in (_PUNCTUATION, _PROSODY, _ASCII_LETTERS, _IPA_VOWELS, _IPA_CONSONANTS, _IPA_MODIFIERS):
         for ch in group:
             seen.setdefault(ch, None)
+    # Appended last: ids of every earlier symbol stay what they were in older tables.
+    seen.setdefault(BOS, None)
+    seen.setdefault(EOS, None)
     return list(seen)
 
 
@@ -73,11 +80,19 @@ class SymbolTable:
     def unk_id(self) -> int:
         return 1
 
+    @property
+    def bos_id(self) -> int | None:
+        return self._ids.get(BOS)
+
+    @property
+    def eos_id(self) -> int | None:
+        return self._ids.get(EOS)
+
     def __len__(self) -> int:
         return len(self._symbols)
 
     def __contains__(self, symbol: object) -> bool:
-        return symbol in self._ids and symbol not in (PAD, UNK)
+        return symbol in self._ids and symbol not in (PAD, UNK, BOS, EOS)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SymbolTable) and self._symbols == other._symbols
@@ -93,6 +108,14 @@ class SymbolTable:
         get, unk = self._ids.get, self.unk_id
         # Real text must never produce the pad id, or it would be masked out as padding.
         return [unk if ch == PAD else get(ch, unk) for ch in phonemes]
+
+    def encode_utterance(self, phonemes: str) -> list[int]:
+        """Model input of one utterance: boundary symbols around the phoneme ids (when this
+        table has them: tables saved before they existed encode without)."""
+        ids = self.encode(phonemes)
+        if self.bos_id is None or self.eos_id is None:
+            return ids
+        return [self.bos_id, *ids, self.eos_id]
 
     def unknown(self, phonemes: str) -> list[str]:
         """The distinct characters `encode` would map to unk, in order of first appearance."""
