@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from voxtrain.ops.report import human_bytes
+from voxtrain.ops.rundir import RunDir
 from voxtrain.ops.snapshot import MetricsTail, jsonable, run_snapshot
 
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -236,15 +237,10 @@ def render(s: dict) -> RenderableType:
 def monitor(run: Path, interval: float = 5.0, once: bool = False, plain: bool = False,
             as_json: bool = False) -> int:
     run = Path(run)
-    tail = MetricsTail(run / "metrics.jsonl")
-    try:
-        snap = run_snapshot(run, tail)
-    except (FileNotFoundError, NotADirectoryError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # e.g. an unreadable metrics file
-        print(f"error: cannot read {run}: {err}", file=sys.stderr)
-        return 1
+    tail = MetricsTail(RunDir(run).metrics)
+    snap, code = _snapshot_or_error(run, tail)
+    if snap is None:
+        return code
     if as_json:
         print(json.dumps(jsonable(snap)))
         return 0
@@ -279,15 +275,22 @@ def _refresh(run: Path, tail: MetricsTail, previous: dict) -> dict:
         return dict(previous, now=time.time(), warnings=[f"cannot read the run: {err}"])
 
 
-def print_status(run: Path, as_json: bool = False) -> int:
+def _snapshot_or_error(run: Path, tail: MetricsTail | None = None) -> tuple[dict | None, int]:
+    """The snapshot, or None and the exit code after printing why there is none."""
     try:
-        snap = run_snapshot(Path(run))
+        return run_snapshot(Path(run), tail), 0
     except (FileNotFoundError, NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return None, 2
     except OSError as err:  # e.g. an unreadable metrics file
         print(f"error: cannot read {run}: {err}", file=sys.stderr)
-        return 1
+        return None, 1
+
+
+def print_status(run: Path, as_json: bool = False) -> int:
+    snap, code = _snapshot_or_error(run)
+    if snap is None:
+        return code
     print(json.dumps(jsonable(snap)) if as_json else "\n".join(status_lines(snap)))
     return 0
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from voxtrain.config import CheckpointConfig
 from voxtrain.ops.rundir import RunDir
 
 
@@ -22,6 +21,7 @@ def human_bytes(n: float) -> str:
 
 def checkpoint_rows(run: Path) -> tuple[list[dict], int]:
     """One dict per checkpoint (oldest first) and the run's total checkpoint disk use."""
+    from voxtrain.config import CheckpointConfig
     from voxtrain.train.checkpoints import CheckpointManager
 
     rundir = RunDir(run)
