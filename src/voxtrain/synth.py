@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,27 +28,15 @@ class AcousticModel:
 
 def load_acoustic_model(path: str | Path, device: str | torch.device = "cpu") -> AcousticModel:
     """Load a training checkpoint (.pt) or an inference export (.safetensors + .json)."""
-    from voxtrain.train.checkpoints import CheckpointError, load_state
+    from voxtrain.train.checkpoints import CheckpointError, load_weights
 
     path = Path(path)
-    if not path.is_file():
-        raise SynthError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        meta_path = path.with_suffix(".json")
-        if not meta_path.is_file():
-            raise SynthError(f"{path}: the sidecar {meta_path.name} (config and symbols) is missing")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        weights = {k: v.float() for k, v in load_file(path).items()}
-    else:
-        try:
-            meta = load_state(path)
-        except CheckpointError as err:
-            raise SynthError(str(err)) from None
-        weights = meta.get("model")
-        if weights is None:
-            raise SynthError(f"{path}: not a voxtrain checkpoint (no model weights)")
+    try:
+        weights, meta = load_weights(path)
+    except CheckpointError as err:
+        raise SynthError(str(err)) from None
+    if "config" not in meta or "symbols" not in meta:
+        raise SynthError(f"{path}: config and symbols are missing (a .safetensors export needs its .json sidecar)")
     config = config_from_dict(meta["config"], f"{path} (embedded config)")
     symbols = SymbolTable.from_dict(meta["symbols"])
     model = FastSpeech2(config.model, len(symbols), config.audio.n_mels)

@@ -149,7 +149,3 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         mine = self._batches(self.epoch)[self.rank :: self.world_size]
         yield from mine[self.start :]
 
-
-def padding_fraction(batch: dict) -> float:
-    lens = batch["mel_lens"]
-    return 1.0 - float(lens.sum()) / float(lens.numel() * lens.max())

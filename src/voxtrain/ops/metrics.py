@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,20 @@ class MetricsWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")
+        self.dropped = 0
 
     def write(self, kind: str, **fields: Any) -> dict:
         record = {"type": kind, "time": round(time.time(), 3)}
         record.update({k: _clean(v) for k, v in fields.items()})
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as err:
+            # A full disk must not kill a training run over its log: drop the record, say so
+            # once, and keep going (the checkpoint guard handles the disk itself).
+            if not self.dropped:
+                sys.stderr.write(f"WARNING: cannot append to {self.path} ({err}); dropping metrics records\n")
+            self.dropped += 1
         return record
 
     def close(self) -> None:

@@ -209,6 +209,25 @@ class CheckpointManager:
         return infos
 
 
+def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Model weights and their metadata (config, symbols, step) from a training checkpoint
+    (.pt) or an inference export (.safetensors + .json sidecar); both load without pickle code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        sidecar = export_sidecar(path)
+        meta = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {}
+        return {k: v.float() for k, v in load_file(path).items()}, meta
+    state = load_state(path)
+    weights = state.get("model", state)
+    if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
+        raise CheckpointError(f"{path}: holds no model weights (keys: {', '.join(list(state)[:8])})")
+    return weights, state
+
+
 def export_weights(
     model_state: dict[str, torch.Tensor], meta: dict[str, Any], out: Path, fp16: bool = False
 ) -> Path:

@@ -23,7 +23,7 @@ from voxtrain.atomic import write_atomic
 from voxtrain.config import Config, config_from_dict
 from voxtrain.data.store import FeatureStore
 from voxtrain.ops.rundir import RunDir
-from voxtrain.train.checkpoints import CheckpointError, CheckpointManager, load_state
+from voxtrain.train.checkpoints import CheckpointError, CheckpointManager, load_weights
 
 log = logging.getLogger("voxtrain.train")
 
@@ -84,24 +84,10 @@ def finetune_config(cfg: Config) -> Config:
 
 
 def load_model_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Weights from a training checkpoint (.pt) or an inference export (.safetensors)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SessionError(f"--init-from {path}: no such file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        meta_path = path.with_suffix(".json")
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        return {k: v.float() for k, v in load_file(path).items()}, meta
     try:
-        state = load_state(path)
+        return load_weights(Path(path))
     except CheckpointError as err:
-        raise SessionError(str(err)) from None
-    weights = state.get("model", state)
-    if not all(torch.is_tensor(v) for v in weights.values()):
-        raise SessionError(f"{path}: holds no model weights (keys: {', '.join(list(state)[:8])})")
-    return weights, state
+        raise SessionError(f"--init-from: {err}") from None
 
 
 def match_weights(
