@@ -28,8 +28,10 @@ from pathlib import Path
 import torch
 
 from voxtrain.config import load_config
+from voxtrain.malloc import retain_freed_memory
 from voxtrain.model import FastSpeech2, FastSpeech2Loss
 from voxtrain.text.symbols import SymbolTable
+from voxtrain.train.optim import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES_PER_PHONEME = 5.05  # LJSpeech: ~555 frames for ~110 phonemes
@@ -104,10 +106,7 @@ class Step:
         self.n_symbols = len(SymbolTable.default())
         self.model = FastSpeech2(cfg.model, self.n_symbols, cfg.audio.n_mels).train()
         self.loss_fn = FastSpeech2Loss(cfg.training, cfg.model.aligner)
-        t = cfg.training
-        opt_cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-        self.opt = opt_cls(self.model.parameters(), lr=t.lr, betas=tuple(t.betas), eps=t.eps,
-                           weight_decay=t.weight_decay)
+        self.opt = make_optimizer(self.model.parameters(), cfg.training, torch.device("cpu"))
         self.bf16 = precision == "bf16"
         self.step_no = 10**6  # past the binarization ramp: every loss term is on
 
@@ -142,7 +141,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2, help="warm-up steps (the first also counts FLOPs)")
     parser.add_argument("--iters", type=int, default=3, help="measured steps")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc malloc as it is (the trainer tunes it: voxtrain.malloc)")
     args = parser.parse_args()
+    malloc_tuned = False if args.system_malloc else retain_freed_memory()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     cfg = load_config(args.config, args.overrides)
@@ -203,6 +205,7 @@ def main() -> int:
         "useful_mfu_vs_own_precision_peak": round(useful / (peak_bf16 if args.precision == "bf16" else peak_fp32), 4),
         "max_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "load_average_1min": round(os.getloadavg()[0], 2),
+        "malloc_tuned": malloc_tuned,
         "torch": torch.__version__,
     }
     json.dump(result, sys.stdout, indent=1)

@@ -90,6 +90,11 @@ class ModelConfig(_Section):
     conv_filter: int = Field(1024, gt=0, description="Inner width of the convolutional feed-forward.")
     conv_kernel: int = Field(9, ge=1, description="Kernel size of the convolutional feed-forward.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout inside the FFT blocks.")
+    attention_dropout: float = Field(
+        0.0, ge=0, lt=1,
+        description="Dropout on attention weights (as in FastSpeech2's reference, off by default: any value "
+        "> 0 materialises the full attention matrix instead of the fused kernel, ~2x slower attention).",
+    )
     predictor_layers: int = Field(2, ge=1, description="Conv layers of the duration/pitch/energy predictors.")
     predictor_filter: int = Field(256, gt=0, description="Channels of the variance predictors.")
     predictor_kernel: int = Field(3, ge=1, description="Kernel size of the variance predictors.")

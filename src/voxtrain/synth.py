@@ -10,6 +10,7 @@ import soundfile as sf
 import torch
 
 from voxtrain.config import Config, config_from_dict
+from voxtrain.malloc import retain_freed_memory
 from voxtrain.model import FastSpeech2
 from voxtrain.text import SymbolTable, TextProcessor
 
@@ -57,6 +58,7 @@ class Synthesizer:
     ):
         from voxtrain.vocoder import load_vocoder
 
+        retain_freed_memory()
         self.acoustic = acoustic
         self.device = torch.device(device)
         self.text = TextProcessor(acoustic.config.text, acoustic.symbols)

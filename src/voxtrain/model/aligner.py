@@ -69,12 +69,12 @@ class AlignmentEncoder(nn.Module):
 
     @staticmethod
     def _project(convs: nn.ModuleList, x: Tensor, mask: Tensor) -> Tensor:
-        x = x.transpose(1, 2)
+        x = x * mask[..., None].to(x.dtype)  # padded frames of a batch may hold anything
         for i, conv in enumerate(convs):
             x = conv(x, mask)
             if i < len(convs) - 1:
                 x = F.relu(x)
-        return x.transpose(1, 2)
+        return x
 
     def forward(self, text: Tensor, mels: Tensor, text_mask: Tensor, mel_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """text: (B, N, C) embeddings, mels: (B, T, M), masks True at real positions.

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from voxtrain.config import ModelConfig
 from voxtrain.model.aligner import AlignmentEncoder
-from voxtrain.model.layers import FFTStack, MaskedConv1d, lengths_to_mask
+from voxtrain.model.layers import Dropout, FFTStack, MaskedConv1d, lengths_to_mask
 from voxtrain.model.mas import durations_from_alignment, monotonic_alignment_search
 from voxtrain.model.variance import (
     VarianceEmbedding,
@@ -34,15 +34,16 @@ class PostNet(nn.Module):
         self.convs = nn.ModuleList(
             MaskedConv1d(c_in, c_out, 5) for c_in, c_out in zip(widths[:-1], widths[1:], strict=True)
         )
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, mel: Tensor, mask: Tensor) -> Tensor:
-        x = mel.transpose(1, 2)
+        """mel: (B, T, n_mels), zero at padding -> refined mel, zero at padding."""
+        x = mel
         for i, conv in enumerate(self.convs):
             x = conv(x, mask)
             if i < len(self.convs) - 1:
                 x = self.drop(torch.tanh(x))
-        return mel + x.transpose(1, 2)
+        return mel + x
 
 
 def phoneme_average(frames: Tensor, hard: Tensor, durations: Tensor) -> Tensor:
@@ -63,7 +64,10 @@ class FastSpeech2(nn.Module):
         h = cfg.hidden
 
         def stack(layers: int) -> FFTStack:
-            return FFTStack(h, layers, cfg.heads, cfg.conv_filter, cfg.conv_kernel, cfg.dropout, cfg.max_positions)
+            return FFTStack(
+                h, layers, cfg.heads, cfg.conv_filter, cfg.conv_kernel, cfg.dropout, cfg.max_positions,
+                cfg.attention_dropout,
+            )
 
         self.embedding = nn.Embedding(n_symbols, h, padding_idx=0)
         self.encoder = stack(cfg.encoder_layers)
@@ -89,7 +93,7 @@ class FastSpeech2(nn.Module):
     def _decode(self, x: Tensor, mel_mask: Tensor) -> tuple[Tensor, Tensor | None]:
         keep = mel_mask[..., None]
         mel = self.mel_head(self.decoder(x, mel_mask)) * keep.to(x.dtype)
-        post = None if self.postnet is None else self.postnet(mel, mel_mask) * keep.to(mel.dtype)
+        post = None if self.postnet is None else self.postnet(mel, mel_mask)
         return mel, post
 
     def forward(

@@ -39,19 +39,39 @@ def same_padding(kernel: int) -> tuple[int, int]:
     return (kernel - 1) // 2, kernel // 2
 
 
+def conv1d_time_major(x: Tensor, weight: Tensor, bias: Tensor | None, padding: tuple[int, int]) -> Tensor:
+    """Conv1d on a (B, T, C) tensor with a (out, in, kernel) weight -> (B, T', out).
+
+    Runs as a channels-last 2-D convolution: (B, T, C) memory is NHWC for H = 1, which
+    oneDNN reads and writes directly. The usual (B, C, T) conv1d needs a transposing copy
+    of the input and the output, and its backward ran ~20% slower here.
+    """
+    left, right = padding
+    if left != right:
+        x = F.pad(x, (0, 0, left, right))
+        left = 0
+    y = F.conv2d(x[:, None].permute(0, 3, 1, 2), weight[:, :, None], bias, padding=(0, left))
+    return y.permute(0, 2, 3, 1).squeeze(1)
+
+
 class MaskedConv1d(nn.Module):
-    """Conv1d over (B, C, T) that keeps the length and zeroes padded outputs."""
+    """Length-keeping conv over time-major (B, T, C) tensors.
+
+    The input must be zero at padded positions: a conv near an item's end then reads
+    zeros from the padding exactly as it reads zeros past the sequence edge, so a padded
+    item gives the same numbers as the item alone. With a mask, padded outputs are zeroed,
+    which keeps that promise for the next layer.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int) -> None:
         super().__init__()
         self.pad = same_padding(kernel)
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel)
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel)  # (out, in, k): checkpoint layout
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """x: (B, C, T); mask: (B, T) bool."""
-        x = x * mask[:, None, :].to(x.dtype)
-        y = self.conv(F.pad(x, self.pad))
-        return y * mask[:, None, :].to(y.dtype)
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x: (B, T, C_in), zero at padding; mask: (B, T) bool or None -> (B, T, C_out)."""
+        y = conv1d_time_major(x, self.conv.weight, self.conv.bias, self.pad)
+        return y if mask is None else y * mask[..., None].to(y.dtype)
 
 
 class PositionalEncoding(nn.Module):
@@ -71,6 +91,44 @@ class PositionalEncoding(nn.Module):
         return x + table[:length].to(x.dtype)[None]
 
 
+class _DropoutFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, p: float) -> Tensor:  # noqa: ANN001
+        # 16 random bits per element from int64 draws: 4 elements per generator call,
+        # where bernoulli_ spends one call (and a float compare) on each element.
+        words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device)
+        bits = words.random_(-(2**63), 2**63 - 1).view(torch.int16)[: x.numel()].view(x.shape)
+        threshold = round(p * 65536)
+        scale = 65536 / (65536 - threshold)  # exact inverse of the true keep probability
+        # One tensor of 0 or scale (in x's dtype: bf16 rounds 1/0.9 to 1.109, as torch's own
+        # bf16 dropout does) serves as the multiplier of the forward and of the backward.
+        keep = torch.where(bits >= threshold - 32768, x.new_tensor(scale), x.new_zeros(()))
+        ctx.save_for_backward(keep)
+        return x * keep
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
+        (keep,) = ctx.saved_tensors
+        return grad * keep, None
+
+
+class Dropout(nn.Module):
+    """Inverted dropout, ~4x faster than nn.Dropout on CPU, where bernoulli_ was 7% of a
+    training step. Drop probability is round(p * 65536) / 65536 (0.100006 for 0.1); it
+    draws from torch's default generator, so seeding and checkpointed RNG states cover it."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != "cpu":  # GPUs have a fused dropout kernel of their own
+            return F.dropout(x, self.p, training=True)
+        return _DropoutFn.apply(x, self.p)
+
+
 class MultiHeadSelfAttention(nn.Module):
     """Self-attention whose keys at padded positions get exactly zero weight."""
 
@@ -86,6 +144,7 @@ class MultiHeadSelfAttention(nn.Module):
         b, t, h = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
         key_mask = mask[:, None, None, :]  # broadcast over heads and queries
+        # dropout_p > 0 leaves the fused (flash) kernel for the math path on CPU.
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=key_mask, dropout_p=self.dropout if self.training else 0.0
         )
@@ -93,34 +152,42 @@ class MultiHeadSelfAttention(nn.Module):
 
 
 class ConvFeedForward(nn.Module):
-    """Position-wise feed-forward with a wide first conv (FastSpeech's replacement for the MLP)."""
+    """Position-wise feed-forward with a wide first conv (FastSpeech's replacement for the MLP).
+
+    Expects its input to be zero at padded positions (FFTStack keeps that invariant) and
+    leaves padded outputs for the caller to zero: everything after the wide conv is
+    position-wise, so garbage at padded positions stays there.
+    """
 
     def __init__(self, hidden: int, filter_size: int, kernel: int) -> None:
         super().__init__()
         self.conv1 = MaskedConv1d(hidden, filter_size, kernel)
         self.conv2 = nn.Conv1d(filter_size, hidden, 1)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        y = F.relu(self.conv1(x.transpose(1, 2), mask))
-        return self.conv2(y).transpose(1, 2)
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, T, H) -> (B, T, H)."""
+        y = F.relu(self.conv1(x))
+        # The 1x1 conv as a plain matmul over (B*T, filter); same weights, same checkpoints.
+        return F.linear(y, self.conv2.weight.squeeze(-1), self.conv2.bias)
 
 
 class FFTBlock(nn.Module):
     """Feed-forward Transformer block, post-norm as in FastSpeech2."""
 
-    def __init__(self, hidden: int, heads: int, filter_size: int, kernel: int, dropout: float) -> None:
+    def __init__(
+        self, hidden: int, heads: int, filter_size: int, kernel: int, dropout: float, attention_dropout: float
+    ) -> None:
         super().__init__()
-        self.attn = MultiHeadSelfAttention(hidden, heads, dropout)
+        self.attn = MultiHeadSelfAttention(hidden, heads, attention_dropout)
         self.norm1 = nn.LayerNorm(hidden)
         self.ffn = ConvFeedForward(hidden, filter_size, kernel)
         self.norm2 = nn.LayerNorm(hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        keep = mask[..., None].to(x.dtype)
+    def forward(self, x: Tensor, mask: Tensor, keep: Tensor) -> Tensor:
+        """x zero at padding; keep = mask as (B, T, 1) floats. Output zero at padding."""
         x = self.norm1(x + self.drop(self.attn(x, mask))) * keep
-        x = self.norm2(x + self.drop(self.ffn(x, mask))) * keep
-        return x
+        return self.norm2(x + self.drop(self.ffn(x))) * keep
 
 
 class FFTStack(nn.Module):
@@ -135,14 +202,18 @@ class FFTStack(nn.Module):
         kernel: int,
         dropout: float,
         max_positions: int,
+        attention_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.positions = PositionalEncoding(hidden, max_positions)
-        self.blocks = nn.ModuleList(FFTBlock(hidden, heads, filter_size, kernel, dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            FFTBlock(hidden, heads, filter_size, kernel, dropout, attention_dropout) for _ in range(layers)
+        )
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """x: (B, T, H); mask: (B, T) bool -> (B, T, H), zero at padding."""
-        x = self.positions(x) * mask[..., None].to(x.dtype)
+        keep = mask[..., None].to(x.dtype)
+        x = self.positions(x) * keep
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, mask, keep)
         return x

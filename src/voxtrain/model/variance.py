@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from voxtrain.config import ModelConfig
-from voxtrain.model.layers import MaskedConv1d
+from voxtrain.model.layers import Dropout, MaskedConv1d
 
 
 class VariancePredictor(nn.Module):
@@ -21,13 +21,14 @@ class VariancePredictor(nn.Module):
             for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)
         )
         self.norms = nn.ModuleList(nn.LayerNorm(cfg.predictor_filter) for _ in self.convs)
-        self.drop = nn.Dropout(cfg.predictor_dropout)
+        self.drop = Dropout(cfg.predictor_dropout)
         self.proj = nn.Linear(cfg.predictor_filter, 1)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """x: (B, N, C); mask: (B, N) -> (B, N), zero at padding."""
+        x = x * mask[..., None].to(x.dtype)
         for conv, norm in zip(self.convs, self.norms, strict=True):
-            x = F.relu(conv(x.transpose(1, 2), mask)).transpose(1, 2)
+            x = F.relu(conv(x, mask))
             # LayerNorm of a zero row is its bias: re-zero so the next conv sees true padding.
             x = self.drop(norm(x)) * mask[..., None].to(x.dtype)
         return self.proj(x).squeeze(-1) * mask.to(x.dtype)
@@ -42,7 +43,7 @@ class VarianceEmbedding(nn.Module):
 
     def forward(self, values: Tensor, mask: Tensor) -> Tensor:
         """values: (B, N); mask: (B, N) -> (B, N, hidden)."""
-        return self.conv(values[:, None, :], mask).transpose(1, 2)
+        return self.conv((values * mask.to(values.dtype))[..., None], mask)
 
 
 def regulate_length(x: Tensor, durations: Tensor, max_len: int | None = None) -> tuple[Tensor, Tensor]:

@@ -22,11 +22,13 @@ from torch.utils.data import DataLoader
 from voxtrain.config import Config
 from voxtrain.data.loader import BucketBatchSampler, FeatureDataset, collate
 from voxtrain.data.store import FeatureStore
+from voxtrain.malloc import retain_freed_memory
 from voxtrain.model import FastSpeech2, FastSpeech2Loss
 from voxtrain.ops.metrics import MetricsWriter
 from voxtrain.ops.process import RunLock
 from voxtrain.ops.rundir import RunDir
 from voxtrain.train.checkpoints import CheckpointManager
+from voxtrain.train.optim import make_optimizer
 from voxtrain.train.session import RunSession, match_weights, prepare_session
 from voxtrain.train.signals import StopRequest
 from voxtrain.train.state import capture_rng, lr_at, restore_rng, seed_everything
@@ -105,6 +107,7 @@ def _quiet_other_ranks(is_main: bool) -> None:
 class Trainer:
     def __init__(self, opts: TrainOptions):
         self.opts = opts
+        retain_freed_memory()
         self.accelerator, self.precision = make_accelerator(opts.config.training.precision)
         acc = self.accelerator
         self.is_main = acc.is_main_process
@@ -125,11 +128,7 @@ class Trainer:
             )
             self.model.load_state_dict(weights)
         self.loss_fn = FastSpeech2Loss(tcfg, self.cfg.model.aligner)
-        opt_cls = torch.optim.AdamW if tcfg.optimizer == "adamw" else torch.optim.Adam
-        optimizer = opt_cls(
-            self.model.parameters(), lr=lr_at(1, tcfg), betas=tuple(tcfg.betas), eps=tcfg.eps,
-            weight_decay=tcfg.weight_decay,
-        )
+        optimizer = make_optimizer(self.model.parameters(), tcfg, acc.device)
         self.model, self.optimizer = acc.prepare(self.model, optimizer)
         self.train_set = FeatureDataset(self.store, self.store.split_indices("train"))
         self.sampler = BucketBatchSampler(
