@@ -225,6 +225,9 @@ def synth(
     vocoder: Annotated[str, typer.Option(help="hifigan or griffin-lim.")] = "hifigan",
     vocoder_path: Annotated[Path | None, typer.Option(help="A jik876-format HiFi-GAN generator file.")] = None,
     pace: Annotated[float, typer.Option(help="Speaking rate: 1.0 normal, 1.2 faster.")] = 1.0,
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 on CPUs/GPUs with native bf16, else fp32), fp32, bf16 or fp16.")
+    ] = "auto",
 ) -> None:
     """Synthesize text to WAV with a trained model and a neural vocoder."""
     from voxtrain.synth import SynthError, synthesize
@@ -239,7 +242,9 @@ def synth(
     else:
         texts = [text]
     try:
-        paths = synthesize(texts if len(texts) > 1 else texts[0], checkpoint, out, vocoder, vocoder_path, pace)
+        paths = synthesize(
+            texts if len(texts) > 1 else texts[0], checkpoint, out, vocoder, vocoder_path, pace, precision=precision
+        )
     except (SynthError, VocoderError) as err:
         _fail(str(err))
     for p in paths:

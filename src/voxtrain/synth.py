@@ -12,6 +12,7 @@ import torch
 from voxtrain.config import Config, config_from_dict
 from voxtrain.malloc import retain_freed_memory
 from voxtrain.model import FastSpeech2
+from voxtrain.precision import autocast, resolve_precision
 from voxtrain.text import SymbolTable, TextProcessor
 
 
@@ -55,12 +56,19 @@ class Synthesizer:
         vocoder: str = "hifigan",
         vocoder_path: str | Path | None = None,
         device: str | torch.device = "cpu",
+        precision: str = "auto",
     ):
+        """precision: auto (bf16 where the device computes it natively, else fp32), fp32,
+        bf16 or fp16, applied as autocast to both models."""
         from voxtrain.vocoder import load_vocoder
 
         retain_freed_memory()
         self.acoustic = acoustic
         self.device = torch.device(device)
+        try:
+            self.precision = resolve_precision(precision, self.device)
+        except ValueError as err:
+            raise SynthError(str(err)) from None
         self.text = TextProcessor(acoustic.config.text, acoustic.symbols)
         self.vocoder = None if vocoder == "none" else load_vocoder(
             vocoder, vocoder_path, acoustic.config.audio, self.device
@@ -91,14 +99,19 @@ class Synthesizer:
         out = []
         for ids in self.phoneme_ids(texts, allow_unknown):
             phonemes = torch.tensor([ids], dtype=torch.long, device=self.device)
-            result = self.acoustic.model.infer(phonemes, pace=pace)
+            with autocast(self.precision, self.device):
+                result = self.acoustic.model.infer(phonemes, pace=pace)
             out.append(result["mel"][0, : int(result["mel_lens"][0])].T.float())
         return out
 
     def waveforms(self, texts: list[str], pace: float = 1.0, allow_unknown: bool = False) -> list[np.ndarray]:
         if self.vocoder is None:
             raise SynthError("no vocoder loaded")
-        return [self.vocoder(mel)[0].cpu().numpy() for mel in self.mels(texts, pace, allow_unknown)]
+        wavs = []
+        for mel in self.mels(texts, pace, allow_unknown):
+            with autocast(self.precision, self.device):
+                wavs.append(self.vocoder(mel)[0].float().cpu().numpy())
+        return wavs
 
     def write(self, wav: np.ndarray, path: str | Path) -> Path:
         path = Path(path)
@@ -115,13 +128,14 @@ def synthesize(
     vocoder_path: str | Path | None = None,
     pace: float = 1.0,
     device: str = "cpu",
+    precision: str = "auto",
 ) -> list[Path]:
     """Synthesize one text to `out` (a .wav path) or several texts into `out/` (a directory)."""
     texts = [text] if isinstance(text, str) else list(text)
     texts = [t for t in (t.strip() for t in texts) if t]
     if not texts:
         raise SynthError("no text to synthesize")
-    synth = Synthesizer(load_acoustic_model(checkpoint, device), vocoder, vocoder_path, device)
+    synth = Synthesizer(load_acoustic_model(checkpoint, device), vocoder, vocoder_path, device, precision)
     out = Path(out)
     if len(texts) == 1 and out.suffix.lower() == ".wav":
         paths = [out]

@@ -67,6 +67,11 @@ class MaskedConv1d(nn.Module):
         super().__init__()
         self.pad = same_padding(kernel)
         self.conv = nn.Conv1d(in_channels, out_channels, kernel)  # (out, in, k): checkpoint layout
+        # Same (out, in, k) tensor, stored (out, k, in) in memory: oneDNN's channels-last
+        # weight layout, which conv1d_time_major would otherwise make by a copy every call.
+        # load_state_dict copies into this layout; the exports save it contiguous.
+        weight = self.conv.weight.detach()
+        self.conv.weight = nn.Parameter(weight.permute(0, 2, 1).contiguous().permute(0, 2, 1))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x: (B, T, C_in), zero at padding; mask: (B, T) bool or None -> (B, T, C_out)."""

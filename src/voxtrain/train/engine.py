@@ -27,6 +27,7 @@ from voxtrain.model import FastSpeech2, FastSpeech2Loss
 from voxtrain.ops.metrics import MetricsWriter
 from voxtrain.ops.process import RunLock
 from voxtrain.ops.rundir import RunDir
+from voxtrain.precision import resolve_precision
 from voxtrain.train.checkpoints import CheckpointManager
 from voxtrain.train.optim import make_optimizer
 from voxtrain.train.session import RunSession, match_weights, prepare_session
@@ -54,17 +55,6 @@ class TrainResult:
     exit_code: int
     step: int
     reason: str
-
-
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """'auto' picks the fastest precision that trains stably on the device."""
-    if requested != "auto":
-        return requested
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return "bf16"
-    return "fp32"
 
 
 def make_accelerator(precision: str):

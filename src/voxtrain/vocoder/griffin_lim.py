@@ -87,7 +87,8 @@ class GriffinLimVocoder:
         return torch.istft(spec, a.n_fft, a.hop_length, a.win_length, self.window, center=True, length=length)
 
     def __call__(self, mel: Tensor) -> Tensor:
-        with torch.inference_mode():
+        # Phase recovery iterates on small differences: always fp32, whatever the caller's autocast.
+        with torch.inference_mode(), torch.autocast(device_type=self.device.type, enabled=False):
             return self._vocode(mel)
 
     def _vocode(self, mel: Tensor) -> Tensor:
