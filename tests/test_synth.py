@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from voxtrain.ops.rundir import RunDir
 from voxtrain.synth import SynthError, Synthesizer, load_acoustic_model, synthesize
@@ -46,6 +47,21 @@ def test_pace_scales_duration_and_many_texts_go_to_a_directory(trained, tmp_path
     assert abs(fast - normal / 2) <= 0.1 * normal
     paths = synthesize(["One.", "Two words."], trained, tmp_path / "many", vocoder="griffin-lim")
     assert [p.name for p in paths] == ["001.wav", "002.wav"] and all(p.is_file() for p in paths)
+
+
+def test_precision_is_resolved_and_checked(trained):
+    acoustic = load_acoustic_model(trained)
+    assert Synthesizer(acoustic, "none", precision="fp32").precision == "fp32"
+    assert Synthesizer(acoustic, "none").precision in ("bf16", "fp32")  # auto: bf16 where native
+    with pytest.raises(SynthError, match="precision must be one of auto, fp32, bf16, fp16"):
+        Synthesizer(acoustic, "none", precision="int8")
+    # Both precisions give the same utterance length and nearly the same mel.
+    fp32 = Synthesizer(acoustic, "none", precision="fp32").mels([SENTENCE])[0]
+    bf16 = Synthesizer(acoustic, "none", precision="bf16").mels([SENTENCE])[0]
+    assert fp32.dtype == bf16.dtype == torch.float32
+    assert abs(fp32.shape[1] - bf16.shape[1]) <= 0.05 * fp32.shape[1]
+    frames = min(fp32.shape[1], bf16.shape[1])
+    assert (fp32[:, :frames] - bf16[:, :frames]).abs().mean() < 0.25
 
 
 def test_unknown_symbols_are_reported_not_dropped(trained):

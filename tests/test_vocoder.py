@@ -112,6 +112,21 @@ def test_hifigan_reconstructs_real_speech(speech: torch.Tensor, speech_mel: torc
     assert vocoder(speech_mel[0, :, :20]).shape == (1, 20 * 256)
 
 
+def test_hifigan_in_bf16_is_as_faithful_as_fp32(speech_mel: torch.Tensor) -> None:
+    """bf16 is synth's default on CPUs with native bf16: it must not cost quality."""
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("no native bf16 on this CPU")
+    vocoder, mel_of = load_vocoder("hifigan"), MelSpectrogram(AudioConfig())
+    fp32 = vocoder(speech_mel)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = vocoder(speech_mel)
+    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
+    error_fp32 = (mel_of(fp32) - speech_mel).abs().mean()
+    error_bf16 = (mel_of(bf16) - speech_mel).abs().mean()
+    # All-bf16 convolutions measured +8% here; the fp32 last stage brings it to +-1%.
+    assert error_bf16 < 1.03 * error_fp32, (float(error_bf16), float(error_fp32))
+
+
 def test_griffin_lim_reconstructs_real_speech(speech_mel: torch.Tensor) -> None:
     vocoder = load_vocoder("griffin-lim")
     assert vocoder.sample_rate == 22050 and vocoder.name == "griffin-lim"
