@@ -31,7 +31,7 @@ def train(features: Path, run: Path, config: Path, steps: int, precision: str, s
         "--config", str(config), "--yes",
         "--set", f"training.max_steps={steps}", "--set", f"training.precision={precision}",
         "--set", f"training.seed={seed}", "--set", "training.log_every=25",
-        "--set", f"training.validate_every={max(steps // 4, 1)}", "--set", f"training.save_every={steps}",
+        "--set", f"training.validate_every={max(steps // 10, 1)}", "--set", f"training.save_every={steps}",
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     start = time.perf_counter()
