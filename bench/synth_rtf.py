@@ -13,7 +13,9 @@ LJSpeech's average (~555 frames for ~110 phonemes), and 100 phonemes give 500 fr
 5.8 s of audio. Everything else runs FastSpeech2.infer as `voxtrain synth` does (encoder,
 all three predictors, length regulator, decoder, postnet), so the time is what a trained
 model of this config spends on an utterance of that length. The vocoder is the bundled,
-pretrained HiFi-GAN V1. Text normalisation and phonemization are not timed.
+pretrained HiFi-GAN V1. Text normalisation and phonemization are not timed. As in
+`voxtrain synth`, glibc malloc keeps freed memory (voxtrain.malloc) and, for bf16, the
+acoustic model's matmul/conv weights are stored in bf16 (voxtrain.precision).
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from pathlib import Path
 import torch
 
 from voxtrain.config import load_config
+from voxtrain.malloc import retain_freed_memory
 from voxtrain.model import FastSpeech2
+from voxtrain.precision import store_weights_for_autocast
 from voxtrain.text.symbols import SymbolTable
 from voxtrain.vocoder import load_vocoder
 
@@ -102,6 +106,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    retain_freed_memory()
     torch.manual_seed(args.seed)
     cfg = load_config(args.config, args.overrides)
     model = acoustic_model(cfg, args.frames_per_phoneme)
@@ -109,7 +114,8 @@ def main() -> int:
     gen = torch.Generator().manual_seed(args.seed)
     phonemes = torch.randint(2, len(SymbolTable.default()), (1, args.phonemes), generator=gen)
     sr = cfg.audio.sample_rate
-    results = {name: measure(model, vocoder, phonemes, name == "bf16", args, sr) for name in ("fp32", "bf16")}
+    results = {"fp32": measure(model, vocoder, phonemes, False, args, sr)}
+    results["bf16"] = measure(store_weights_for_autocast(model, "bf16"), vocoder, phonemes, True, args, sr)
     result = {
         "config": os.path.relpath(args.config, ROOT) if args.config.startswith(str(ROOT)) else args.config,
         "acoustic_parameters": sum(p.numel() for p in model.parameters()),

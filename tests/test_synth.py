@@ -64,6 +64,25 @@ def test_precision_is_resolved_and_checked(trained):
     assert (fp32[:, :frames] - bf16[:, :frames]).abs().mean() < 0.25
 
 
+def test_weights_stored_for_autocast_give_the_same_mel(trained):
+    """synthesize() stores the matmul weights in bf16 once instead of autocast casting them
+    at every call: the numbers must not change, and the model must still run under autocast."""
+    from voxtrain.precision import autocast, store_weights_for_autocast
+
+    cast_each_call, stored = (load_acoustic_model(trained).model for _ in range(2))
+    store_weights_for_autocast(stored, "bf16")
+    assert stored.decoder.blocks[0].ffn.conv1.conv.weight.dtype == torch.bfloat16
+    assert stored.decoder.blocks[0].norm1.weight.dtype == torch.float32
+    assert stored.embedding.weight.dtype == torch.float32
+    ids = torch.tensor([list(range(3, 40))])
+    with autocast("bf16", torch.device("cpu")):
+        want, got = (m.infer(ids) for m in (cast_each_call, stored))
+    assert torch.equal(got["durations"], want["durations"])
+    assert torch.equal(got["mel"], want["mel"])
+    store_weights_for_autocast(cast_each_call, "fp32")  # fp32: nothing to store
+    assert cast_each_call.decoder.blocks[0].attn.qkv.weight.dtype == torch.float32
+
+
 def test_unknown_symbols_are_reported_not_dropped(trained):
     from voxtrain.text import SymbolTable
 

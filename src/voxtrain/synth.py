@@ -12,7 +12,7 @@ import torch
 from voxtrain.config import Config, config_from_dict
 from voxtrain.malloc import retain_freed_memory
 from voxtrain.model import FastSpeech2
-from voxtrain.precision import autocast, resolve_precision
+from voxtrain.precision import autocast, resolve_precision, store_weights_for_autocast
 from voxtrain.text import SymbolTable, TextProcessor
 
 
@@ -135,7 +135,10 @@ def synthesize(
     texts = [t for t in (t.strip() for t in texts) if t]
     if not texts:
         raise SynthError("no text to synthesize")
-    synth = Synthesizer(load_acoustic_model(checkpoint, device), vocoder, vocoder_path, device, precision)
+    acoustic = load_acoustic_model(checkpoint, device)
+    synth = Synthesizer(acoustic, vocoder, vocoder_path, device, precision)
+    # The model was loaded for this call alone, so its weights can take the autocast dtype.
+    store_weights_for_autocast(acoustic.model, synth.precision)
     out = Path(out)
     if len(texts) == 1 and out.suffix.lower() == ".wav":
         paths = [out]
