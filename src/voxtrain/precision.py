@@ -25,7 +25,7 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """torch.autocast for a resolved precision; a no-op for fp32. Weights stay fp32."""
+    """torch.autocast for a resolved precision; a no-op for fp32. Weights keep their dtype."""
     dtype = _autocast_dtype(precision)
     return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
