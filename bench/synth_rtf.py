@@ -2,6 +2,7 @@
 
     python bench/synth_rtf.py                       # configs/ljspeech.yaml, 100 phonemes, 2 threads
     python bench/synth_rtf.py --phonemes 60 --reps 5
+    python bench/synth_rtf.py --compile             # acoustic model through torch.compile
 
 Prints one JSON object with acoustic_rtf, vocoder_rtf and end_to_end_rtf, for fp32 and for
 bf16 (torch.autocast on CPU around both models). Lower is faster; < 1 is faster than real time.
@@ -16,6 +17,11 @@ model of this config spends on an utterance of that length. The vocoder is the b
 pretrained HiFi-GAN V1. Text normalisation and phonemization are not timed. As in
 `voxtrain synth`, glibc malloc keeps freed memory (voxtrain.malloc) and, for bf16, the
 acoustic model's matmul/conv weights are stored in bf16 (voxtrain.precision).
+
+--compile runs the acoustic model's infer through torch.compile (Inductor, which needs a
+C++ compiler at run time and compiles for each new input length); `voxtrain synth` does
+not. It is here to show how much a graph compiler would buy; the warm-up calls include
+the compilation, whose seconds are reported as compile_s.
 """
 
 from __future__ import annotations
@@ -66,12 +72,19 @@ def timed(fn, reps: int, warmup: int) -> tuple[float, float, object]:
 
 def measure(model: FastSpeech2, vocoder, phonemes: torch.Tensor, bf16: bool, args, sr: int) -> dict:
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
+    # A fresh compilation per precision: autocast is part of what Inductor compiles.
+    infer = torch.compile(model.infer, dynamic=False) if args.compile else model.infer
 
     def acoustic():
         with ctx():
-            out = model.infer(phonemes)
+            out = infer(phonemes)
         return out["mel"][0, : int(out["mel_lens"][0])].T.float()
 
+    compile_s = None
+    if args.compile:
+        start = time.perf_counter()
+        acoustic()
+        compile_s = round(time.perf_counter() - start, 1)
     acoustic_s, acoustic_best, mel = timed(acoustic, args.reps, args.warmup)
 
     def vocode():
@@ -81,6 +94,7 @@ def measure(model: FastSpeech2, vocoder, phonemes: torch.Tensor, bf16: bool, arg
     vocoder_s, vocoder_best, wav = timed(vocode, args.reps, args.warmup)
     audio_s = wav.shape[-1] / sr
     return {
+        **({} if compile_s is None else {"compile_s": compile_s}),
         "mel_frames": int(mel.shape[-1]),
         "audio_s": round(audio_s, 3),
         "acoustic_s": round(acoustic_s, 4),
@@ -104,6 +118,7 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3, help="timed calls per model and precision")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls before them")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the acoustic model (not what synth does)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     retain_freed_memory()
@@ -125,6 +140,7 @@ def main() -> int:
         "batch": 1,
         "threads": torch.get_num_threads(),
         "device": "cpu",
+        "compiled": args.compile,
         "warmup": args.warmup,
         "reps": args.reps,
         **results,
