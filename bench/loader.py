@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from voxtrain.artifacts.store import FeatureStore
 from voxtrain.config import load_config
 from voxtrain.data.loader import BucketBatchSampler, FeatureDataset, collate
-from voxtrain.data.store import FeatureStore
 
 ROOT = Path(__file__).resolve().parents[1]
 

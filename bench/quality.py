@@ -46,8 +46,8 @@ def train_with_budget(features: Path, run: Path, config: Path, minutes: float, o
 
 
 def val_curve(run: Path) -> list[list[float]]:
-    from voxtrain.ops.metrics import read_metrics
-    from voxtrain.ops.rundir import RunDir
+    from voxtrain.artifacts.layout import RunDir
+    from voxtrain.artifacts.records import read_metrics
 
     return [[r["step"], round(r["loss_mel"], 4)] for r in read_metrics(RunDir(run).metrics) if r["type"] == "val"]
 
@@ -63,10 +63,10 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
 
+    from voxtrain.artifacts.layout import RunDir
     from voxtrain.corpus import HELDOUT_PATH, load_sentences, make_corpus
     from voxtrain.data import FeatureStore
     from voxtrain.evaluation import ASR, duration_errors, load_reference_durations, word_error_rate
-    from voxtrain.ops.rundir import RunDir
     from voxtrain.synth import Synthesizer, load_acoustic_model
 
     work = args.workdir

@@ -83,7 +83,7 @@ class Trainer:
                                 stderr=subprocess.STDOUT, text=True)
 
     def metrics(self) -> list[dict]:
-        from voxtrain.ops.metrics import read_metrics
+        from voxtrain.artifacts.records import read_metrics
 
         return read_metrics(self.run / "metrics.jsonl")
 

@@ -14,10 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from voxtrain.artifacts.checkpoints import (
+    CheckpointError,
+    list_checkpoints,
+    load_state,
+    verify_checkpoint,
+)
+from voxtrain.artifacts.layout import RunDir
 from voxtrain.atomic import write_atomic
-from voxtrain.config import CheckpointConfig
-from voxtrain.ops.rundir import RunDir
-from voxtrain.train.checkpoints import CheckpointError, CheckpointManager, load_state
 
 
 def _mount_tmpfs(path: Path, size_kb: int) -> bool:
@@ -81,7 +85,7 @@ class _Watcher(threading.Thread):
         self.rundir, self.stop, self.violations, self.seen_one = rundir, threading.Event(), 0, False
 
     def _any_valid(self) -> bool:
-        return any(CheckpointManager.is_valid(p) for _, p in self.rundir.checkpoint_files())
+        return any(not verify_checkpoint(p) for _, p in self.rundir.checkpoint_files())
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -257,4 +261,4 @@ def test_crafted_pickle_is_refused_everywhere(trainer_factory, tmp_path):
     r = t.run_to_end("--until-step", "2")
     assert r.returncode == 0 and "skipping corrupt checkpoint" in r.stderr
     assert not marker.exists()
-    assert CheckpointManager(RunDir(t.run), CheckpointConfig()).list()[-1].valid is False
+    assert list_checkpoints(RunDir(t.run), verify=True)[-1].valid is False

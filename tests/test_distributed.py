@@ -49,9 +49,9 @@ from collections import Counter
 
 import pytest
 
-from voxtrain.data.store import FeatureStore
+from voxtrain.artifacts.layout import RunDir
+from voxtrain.artifacts.store import FeatureStore
 from voxtrain.ops.process import stop_trainer
-from voxtrain.ops.rundir import RunDir
 
 TIGHT_STEPS, TIGHT, LOOSE = 20, 1e-5, 1e-3
 MAX_STEPS = 40

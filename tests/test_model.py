@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from voxtrain.config import AlignerConfig, ModelConfig, TrainingConfig
-from voxtrain.model import FastSpeech2, FastSpeech2Loss, monotonic_alignment_search
+from voxtrain.model import Batch, FastSpeech2, FastSpeech2Loss, monotonic_alignment_search
 from voxtrain.model.variance import regulate_length
 
 N_MELS = 24
@@ -106,7 +106,7 @@ def synthetic_clips(n_clips: int, seed: int) -> list[dict[str, torch.Tensor]]:
     return clips
 
 
-def collate(clips: list[dict[str, torch.Tensor]], pad_text: int = 0, pad_mel: int = 0) -> dict:
+def collate(clips: list[dict[str, torch.Tensor]], pad_text: int = 0, pad_mel: int = 0) -> Batch:
     """Pad to the longest item (+ extra); padded mel/pitch/energy hold garbage on purpose."""
     n_max = max(len(c["phonemes"]) for c in clips) + pad_text
     t_max = max(len(c["mels"]) for c in clips) + pad_mel
@@ -125,12 +125,11 @@ def collate(clips: list[dict[str, torch.Tensor]], pad_text: int = 0, pad_mel: in
         batch["mels"][i, :t] = c["mels"]
         batch["pitch"][i, :t] = c["pitch"]
         batch["energy"][i, :t] = c["energy"]
-    return batch
+    return Batch(**batch)
 
 
-def run(model: FastSpeech2, batch: dict) -> dict:
-    keys = ("phonemes", "phoneme_lens", "mels", "mel_lens", "pitch", "energy")
-    return model(*(batch[k] for k in keys))
+def run(model: FastSpeech2, batch: Batch) -> dict:
+    return model(batch)
 
 
 def test_padding_does_not_change_real_outputs() -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from voxtrain.artifacts.layout import RunDir
 from voxtrain.ops.monitor import monitor, print_status, sparkline, status_lines, text_lines
-from voxtrain.ops.rundir import RunDir
 from voxtrain.ops.snapshot import MetricsTail, run_snapshot
 
 T0 = 1_700_000_000.0
@@ -191,8 +191,8 @@ def test_running_with_live_lock(tmp_path):
     # The lock is held by another real process, as a trainer would hold it.
     run = make_run(tmp_path, [start(), train(10, 1.0), train(20, 0.9)])
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from voxtrain.ops.process import RunLock; "
-         "from voxtrain.ops.rundir import RunDir; lock = RunLock(RunDir(sys.argv[1]), log=print).acquire(); "
+        [sys.executable, "-c", "import sys, time; from voxtrain.artifacts.lock import RunLock; "
+         "from voxtrain.artifacts.layout import RunDir; lock = RunLock(RunDir(sys.argv[1]), log=print).acquire(); "
          "print('locked', flush=True); time.sleep(60)", str(run)],
         stdout=subprocess.PIPE, text=True,
     )
@@ -242,9 +242,9 @@ def test_sparkline():
 WRITER = """
 import sys, time
 from pathlib import Path
-from voxtrain.ops.metrics import MetricsWriter
-from voxtrain.ops.process import RunLock
-from voxtrain.ops.rundir import RunDir
+from voxtrain.artifacts.records import MetricsWriter
+from voxtrain.artifacts.lock import RunLock
+from voxtrain.artifacts.layout import RunDir
 
 run = RunDir(Path(sys.argv[1]))
 run.create()

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from voxtrain.ops.process import _pid_alive
-from voxtrain.ops.rundir import RunDir
-from voxtrain.train.checkpoints import load_state, validate_training_state
+from voxtrain.artifacts.checkpoints import load_state, validate_training_state
+from voxtrain.artifacts.layout import RunDir
+from voxtrain.artifacts.lock import pid_alive
 
 LONG = ("--set", "training.max_steps=100000")  # still running when the test looks at it
 CHECK_NAMES = ("prerequisites", "corpus", "prepare", "train 10 steps", "log file", "step 10 reached",
@@ -54,9 +54,9 @@ def wait_for(predicate, timeout: float = 60, what: str = "condition") -> None:
 
 
 def kill(pid: int | None) -> None:
-    if pid is not None and _pid_alive(pid):
+    if pid is not None and pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not _pid_alive(pid), 30, f"pid {pid} to die")
+        wait_for(lambda: not pid_alive(pid), 30, f"pid {pid} to die")
 
 
 def table_row(output: str, name: str) -> str:
@@ -105,7 +105,7 @@ def test_detach_status_refuse_stale_pid_and_graceful_stop(trainer_factory, cli_e
         again, _ = detach(t, cli_env)
         assert again.returncode != 0
         assert f"already being trained by pid {pids[0]}" in again.stderr, again.stderr
-        assert _pid_alive(pids[0])
+        assert pid_alive(pids[0])
 
         # SIGKILL leaves the PID file and the lock file behind; the kernel dropped the lock.
         wait_for(lambda: t.last_step() >= 1, 60, "step 1")
@@ -122,7 +122,7 @@ def test_detach_status_refuse_stale_pid_and_graceful_stop(trainer_factory, cli_e
         wait_for(lambda: t.last_step() >= 3, 60, "step 3")
         stop = voxtrain("stop", str(t.run), env=cli_env)
         assert stop.returncode == 0 and "stopped after saving a checkpoint" in stop.stdout, stop.stdout
-        assert not _pid_alive(pids[1])
+        assert not pid_alive(pids[1])
         step = stop_step(t)
         assert step >= 3
         state = load_state(run.checkpoint(step))
@@ -157,7 +157,7 @@ def test_forced_stop_kills_a_slow_save_and_keeps_the_last_checkpoint(trainer_fac
         stop = voxtrain("stop", str(t.run), "--timeout", "1", "--force", env=cli_env)
         assert stop.returncode == 0 and "did not stop within 1s: killed" in stop.stdout, stop.stdout
         assert time.monotonic() - t0 < 15
-        wait_for(lambda: not _pid_alive(pid), 10, "the killed trainer to vanish")
+        wait_for(lambda: not pid_alive(pid), 10, "the killed trainer to vanish")
         assert list(run.checkpoints.glob(".ckpt-*.tmp*")), "the kill should land in the slowed save"
         assert [s for s, _ in run.checkpoint_files()] == [3]
         assert run.checkpoint(3).read_bytes() == before

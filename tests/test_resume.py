@@ -8,8 +8,8 @@ import time
 
 import torch
 
-from voxtrain.ops.rundir import RunDir
-from voxtrain.train.checkpoints import CheckpointManager, load_state
+from voxtrain.artifacts.checkpoints import CheckpointManager, load_state, verify_checkpoint
+from voxtrain.artifacts.layout import RunDir
 
 
 def _final_state(run) -> dict:
@@ -125,7 +125,7 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_run(trainer_factory
         if run.checkpoint_files():
             assert latest is not None, "checkpoints exist but none loads"
             for _, path in run.checkpoint_files():
-                assert CheckpointManager.is_valid(path), f"{path.name} is corrupt"
+                assert not verify_checkpoint(path), f"{path.name} is corrupt"
             steps_seen.append(latest[0]["step"])
     assert during_save >= 3, f"only {during_save} of {kills} kills landed during a save"
     assert steps_seen and steps_seen == sorted(steps_seen) and steps_seen[-1] > 0

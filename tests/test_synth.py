@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from voxtrain.ops.rundir import RunDir
+from voxtrain.artifacts.layout import RunDir
 from voxtrain.synth import SynthError, Synthesizer, load_acoustic_model, synthesize
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."

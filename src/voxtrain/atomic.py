@@ -39,12 +39,39 @@ def _slow_disk(seconds: float) -> None:
         time.sleep(min(0.02, max(end - time.monotonic(), 0)))
 
 
+_TEMP_MARK = ".tmp"
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary name `write_atomic` writes `path` under before the rename: hidden, in the
+    same directory (a rename across filesystems is not atomic), unique per process."""
+    return path.with_name(f".{path.name}{_TEMP_MARK}{os.getpid()}")
+
+
+def is_temp_file(path: Path) -> bool:
+    """True for a temporary file of `write_atomic`: one left behind is a write that never
+    finished (the process was killed) and is never valid."""
+    name = Path(path).name
+    return name.startswith(".") and _TEMP_MARK in name
+
+
+def remove_temp_files(directory: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in `directory`; returns them."""
+    removed = []
+    if Path(directory).is_dir():
+        for p in Path(directory).iterdir():
+            if is_temp_file(p) and p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
 def write_atomic(data: memoryview | bytes, path: Path, slow: float = 0.0) -> None:
     """Write bytes to `path` atomically. On any error (ENOSPC included) the temporary file is
     removed and the error re-raised. `slow` seconds of delay per 4 MB chunk simulate a slow
     disk (tests kill processes in the middle of a write)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
             view = memoryview(data)
@@ -60,6 +87,10 @@ def write_atomic(data: memoryview | bytes, path: Path, slow: float = 0.0) -> Non
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(text.encode("utf-8"), path)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -107,9 +107,9 @@ def train(
     verbose: bool = False,
 ) -> None:
     """Train (or resume, or fine-tune) to a stage target; SIGTERM/Ctrl-C saves and exits cleanly."""
+    from voxtrain.artifacts.layout import RunDir
     from voxtrain.ops.launcher import DETACHED_ENV, launch_detached, tail
     from voxtrain.ops.preflight import print_preflight, run_preflight
-    from voxtrain.ops.rundir import RunDir
 
     cfg = _config(config, set_)
     rundir = RunDir(run)
@@ -138,11 +138,10 @@ def train(
         )
         return
     _setup_logging(verbose, rundir.new_log_file() if is_rank0 and not is_child else None)
-    from voxtrain.data.store import StoreError
-    from voxtrain.ops.process import RunLockedError
-    from voxtrain.train.engine import TrainOptions
+    from voxtrain.artifacts.lock import RunLockedError
+    from voxtrain.artifacts.store import StoreError
     from voxtrain.train.engine import train as run_training
-    from voxtrain.train.session import SessionError
+    from voxtrain.train.session import SessionError, TrainOptions
 
     opts = TrainOptions(run_dir=run, features=features, config=cfg, until_step=until_step,
                         init_from=init_from, skip_mismatched=skip_mismatched)
@@ -201,8 +200,8 @@ def stop(
     force: Annotated[bool, typer.Option(help="SIGKILL after the timeout.")] = False,
 ) -> None:
     """Stop a run's trainer gracefully (SIGTERM: finish the step, save, exit)."""
+    from voxtrain.artifacts.layout import RunDir
     from voxtrain.ops.process import stop_trainer
-    from voxtrain.ops.rundir import RunDir
 
     outcome = stop_trainer(RunDir(run), timeout=timeout, force=force)
     messages = {
@@ -266,19 +265,17 @@ def export(
     fp16: Annotated[bool, typer.Option(help="Store weights in float16 (half the size).")] = False,
 ) -> None:
     """Export inference weights (safetensors + JSON with config and symbols) that `synth` loads."""
-    from voxtrain.train.checkpoints import CheckpointError, export_weights, load_state
+    from voxtrain.artifacts.checkpoints import CheckpointError
+    from voxtrain.artifacts.layout import export_sidecar
+    from voxtrain.artifacts.weights import export_checkpoint
 
     if out.suffix != ".safetensors":
         _fail(f"{out}: the export must end in .safetensors")
     try:
-        state = load_state(checkpoint)
+        export_checkpoint(checkpoint, out, fp16=fp16)
     except CheckpointError as err:
         _fail(str(err))
-    if "model" not in state or "config" not in state:
-        _fail(f"{checkpoint}: not a voxtrain training checkpoint")
-    meta = {"config": state["config"], "symbols": state["symbols"], "step": state.get("step")}
-    export_weights(state["model"], meta, out, fp16=fp16)
-    typer.echo(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB) and {out.with_suffix('.json').name}")
+    typer.echo(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB) and {export_sidecar(out).name}")
 
 
 @app.command("smoke-test")

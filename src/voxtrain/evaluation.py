@@ -117,9 +117,8 @@ def duration_errors(model, store, indices: list[int], reference: dict) -> dict:
             continue
         batch = collate([item])
         with torch.no_grad():
-            out = model(batch["phonemes"], batch["phoneme_lens"], batch["mels"], batch["mel_lens"],
-                        batch["pitch"], batch["energy"])
-            pred = model.infer(batch["phonemes"])["durations"][0]
+            out = model(batch)
+            pred = model.infer(batch.phonemes)["durations"][0]
         tokens = list(symbols)
         target = np.asarray(ref[1], dtype=np.float64)
         learned = out["duration_target"][0].double().numpy()

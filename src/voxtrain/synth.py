@@ -30,7 +30,8 @@ class AcousticModel:
 
 def load_acoustic_model(path: str | Path, device: str | torch.device = "cpu") -> AcousticModel:
     """Load a training checkpoint (.pt) or an inference export (.safetensors + .json)."""
-    from voxtrain.train.checkpoints import CheckpointError, load_weights
+    from voxtrain.artifacts.checkpoints import CheckpointError
+    from voxtrain.artifacts.weights import load_weights
 
     path = Path(path)
     try:

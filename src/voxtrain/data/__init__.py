@@ -4,8 +4,8 @@
 importable without the text/audio stack so training workers stay light.
 """
 
+from voxtrain.artifacts.store import FeatureStore, StoreError
 from voxtrain.data.corpus import PrepareError
-from voxtrain.data.store import FeatureStore, StoreError
 
 
 def __getattr__(name: str):

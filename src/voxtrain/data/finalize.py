@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from voxtrain.artifacts.store import STORE_VERSION, file_sha256, shard_array_path
 from voxtrain.atomic import write_atomic, write_json_atomic
 from voxtrain.config import Config
-from voxtrain.data.store import STORE_VERSION, file_sha256, shard_array_path
 
 REJECTED_HEADER = "line\tid\treason\tdetail"
 
@@ -144,10 +143,7 @@ def finalize_store(
     manifest = out_dir / "manifest.jsonl"
     write_atomic("".join(line + "\n" for line in lines).encode("utf-8"), manifest)
     write_json_atomic(out_dir / "stats.json", stats)
-    write_json_atomic(out_dir / "audio.json", feature_config)
-    tmp = out_dir / f".symbols.json.tmp{os.getpid()}"
-    symbols.save(tmp)
-    os.replace(tmp, out_dir / "symbols.json")
+    symbols.save(out_dir / "symbols.json")
     summary = {
         "version": STORE_VERSION,
         "clips": len(clips),

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from voxtrain.data.store import FeatureStore
+from voxtrain.artifacts.store import FeatureStore
+from voxtrain.model.batch import Batch
 
 
 class FeatureDataset(Dataset):
@@ -45,7 +46,7 @@ class FeatureDataset(Dataset):
         }
 
 
-def collate(items: list[dict]) -> dict:
+def collate(items: list[dict]) -> Batch:
     """Pad a list of items into a batch; padding is zeros and is masked by the lengths."""
     phoneme_lens = torch.tensor([len(x["phonemes"]) for x in items], dtype=torch.long)
     mel_lens = torch.tensor([x["mel"].shape[0] for x in items], dtype=torch.long)
@@ -61,15 +62,7 @@ def collate(items: list[dict]) -> dict:
         mels[i, :t] = x["mel"]
         pitch[i, :t] = x["pitch"]
         energy[i, :t] = x["energy"]
-    return {
-        "ids": [x["id"] for x in items],
-        "phonemes": phonemes,
-        "phoneme_lens": phoneme_lens,
-        "mels": mels,
-        "mel_lens": mel_lens,
-        "pitch": pitch,
-        "energy": energy,
-    }
+    return Batch(phonemes, phoneme_lens, mels, mel_lens, pitch, energy, ids=[x["id"] for x in items])
 
 
 class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voxtrain.artifacts.store import write_shard
 from voxtrain.config import Config
 from voxtrain.data.corpus import Entry
-from voxtrain.data.store import write_shard
 from voxtrain.data.worker import ChunkTask, assemble_shard, init_worker, process_chunk
 
 # Most clips one pool task computes (see chunk_size).

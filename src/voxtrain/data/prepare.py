@@ -19,17 +19,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voxtrain.atomic import write_json_atomic
+from voxtrain.artifacts.store import (
+    STORE_VERSION,
+    read_complete_shard,
+    shard_json_path,
+)
+from voxtrain.atomic import remove_temp_files, write_json_atomic
 from voxtrain.config import Config
 from voxtrain.data.corpus import Entry, PrepareError, check_corpus_dir, parse_metadata
 from voxtrain.data.finalize import finalize_store
 from voxtrain.data.pool import ShardJob, progress_bar, run_jobs
-from voxtrain.data.store import (
-    STORE_VERSION,
-    read_complete_shard,
-    remove_temp_files,
-    shard_json_path,
-)
 
 __all__ = ["PrepareError", "PrepareReport", "prepare_corpus"]
 

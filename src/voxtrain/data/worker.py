@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from voxtrain.artifacts.store import SHARD_ARRAYS, STORE_VERSION
+
 # Imported here, in the parent, so that forked workers start with torch, pyworld and
 # phonemizer already loaded instead of each paying seconds to import them.
 from voxtrain.audio import AudioError, extract_features, load_audio, trim_silence
 from voxtrain.config import Config
 from voxtrain.data.corpus import Entry
-from voxtrain.data.store import SHARD_ARRAYS, STORE_VERSION
 from voxtrain.text import SymbolTable, TextProcessor
 
 # Below this peak amplitude (-80 dBFS) a file is digital silence or a dead microphone.

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from voxtrain.config import ModelConfig
 from voxtrain.model.aligner import AlignmentEncoder
+from voxtrain.model.batch import Batch
 from voxtrain.model.layers import Dropout, FFTStack, MaskedConv1d, lengths_to_mask
 from voxtrain.model.mas import durations_from_alignment, monotonic_alignment_search
 from voxtrain.model.variance import (
@@ -96,16 +97,10 @@ class FastSpeech2(nn.Module):
         post = None if self.postnet is None else self.postnet(mel, mel_mask)
         return mel, post
 
-    def forward(
-        self,
-        phonemes: Tensor,
-        phoneme_lens: Tensor,
-        mels: Tensor,
-        mel_lens: Tensor,
-        pitch: Tensor,
-        energy: Tensor,
-    ) -> dict[str, Any]:
-        """Teacher-forced pass; shapes as in docs/CONTRACTS.md (pitch/energy z-normalised)."""
+    def forward(self, batch: Batch) -> dict[str, Any]:
+        """Teacher-forced pass over a Batch (ground-truth mels, pitch and energy)."""
+        phonemes, phoneme_lens, mels, mel_lens = batch.phonemes, batch.phoneme_lens, batch.mels, batch.mel_lens
+        pitch, energy = batch.pitch, batch.energy
         text_mask = lengths_to_mask(phoneme_lens, phonemes.shape[1])
         mel_mask = lengths_to_mask(mel_lens, mels.shape[1])
         emb = self.embedding(phonemes)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from voxtrain.config import AlignerConfig, TrainingConfig
 from voxtrain.model.aligner import LOG_ZERO
+from voxtrain.model.batch import Batch
 
 # Log-probability of the CTC blank before renormalisation (Badlani et al. use -1): the
 # blank lets mel frames be absorbed without forcing probability onto a wrong token.
@@ -78,9 +79,9 @@ class FastSpeech2Loss(nn.Module):
     def _scalar_term(pred: Tensor, target: Tensor, text_mask: Tensor) -> Tensor:
         return _masked_mean((pred.float() - target.float()) ** 2, text_mask)
 
-    def forward(self, outputs: dict[str, Any], batch: dict[str, Tensor], step: int) -> tuple[Tensor, dict]:
+    def forward(self, outputs: dict[str, Any], batch: Batch, step: int) -> tuple[Tensor, dict]:
         text_mask, mel_mask = outputs["text_mask"], outputs["mel_mask"]
-        mels = batch["mels"]
+        mels = batch.mels
         mel = self._mel_term(outputs["mel_pred"], mels, mel_mask)
         if outputs.get("mel_postnet") is not None:
             mel = mel + self._mel_term(outputs["mel_postnet"], mels, mel_mask)
@@ -89,7 +90,7 @@ class FastSpeech2Loss(nn.Module):
         duration = _masked_mean((outputs["log_duration_pred"].float() - log_dur_target) ** 2, text_mask)
         pitch = self._scalar_term(outputs["pitch_pred"], outputs["pitch_target"], text_mask)
         energy = self._scalar_term(outputs["energy_pred"], outputs["energy_target"], text_mask)
-        fsum = forward_sum_loss(outputs["attn_logprob"], batch["phoneme_lens"], batch["mel_lens"])
+        fsum = forward_sum_loss(outputs["attn_logprob"], batch.phoneme_lens, batch.mel_lens)
         binar = binarization_loss(outputs["attn_hard"], outputs["attn_soft"])
 
         w = self.weights

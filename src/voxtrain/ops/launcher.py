@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from voxtrain.ops.process import read_pid, running_trainer
-from voxtrain.ops.rundir import RunDir
+from voxtrain.artifacts.layout import RunDir
+from voxtrain.artifacts.lock import read_pid, running_trainer
 
 # Set in the detached child: its stdout already is the log file.
 DETACHED_ENV = "VOXTRAIN_DETACHED"

@@ -21,8 +21,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from voxtrain.artifacts.layout import RunDir
 from voxtrain.ops.report import human_bytes
-from voxtrain.ops.rundir import RunDir
 from voxtrain.ops.snapshot import MetricsTail, jsonable, run_snapshot
 
 BLOCKS = "▁▂▃▄▅▆▇█"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from voxtrain.artifacts.checkpoints import list_checkpoints
+from voxtrain.artifacts.disk import run_needs
+from voxtrain.artifacts.layout import RunDir
 from voxtrain.config import Config
 from voxtrain.ops.report import human_bytes
-from voxtrain.ops.rundir import RunDir
+from voxtrain.versions import versions_line
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
@@ -52,7 +54,7 @@ def _device_check() -> Check:
 
 
 def _features_check(features: Path) -> tuple[Check, object | None]:
-    from voxtrain.data.store import FeatureStore, StoreError
+    from voxtrain.artifacts.store import FeatureStore, StoreError
 
     try:
         store = FeatureStore(features)
@@ -70,16 +72,13 @@ def _features_check(features: Path) -> tuple[Check, object | None]:
 
 
 def _resume_check(cfg: Config, run: RunDir) -> Check:
-    from voxtrain.train.checkpoints import CheckpointManager
-
-    files = run.checkpoint_files()
-    if not files:
+    infos = list_checkpoints(run, verify=True)
+    if not infos:
         return Check("resume plan", PASS, f"start fresh at step 0 (target max_steps {cfg.training.max_steps})")
-    infos = CheckpointManager(run, cfg.checkpoint, log=lambda m: None).list()
     valid = [i for i in infos if i.valid]
     bad = [i.path.name for i in infos if not i.valid]
     if not valid:
-        return Check("resume plan", WARN, f"no valid checkpoint among {len(files)}; would start fresh. "
+        return Check("resume plan", WARN, f"no valid checkpoint among {len(infos)}; would start fresh. "
                      f"Corrupt: {', '.join(bad)}")
     detail = f"resume from step {valid[-1].step} ({valid[-1].path.name})"
     if bad:
@@ -88,13 +87,7 @@ def _resume_check(cfg: Config, run: RunDir) -> Check:
 
 
 def run_preflight(cfg: Config, features: Path, run_dir: Path) -> list[Check]:
-    import accelerate
-    import torch
-
-    import voxtrain
-
-    checks = [Check("versions", PASS, f"python {platform.python_version()}, torch {torch.__version__}, "
-                    f"accelerate {accelerate.__version__}, voxtrain {voxtrain.__version__}")]
+    checks = [Check("versions", PASS, versions_line())]
     checks.append(_device_check())
     checks.append(Check("config", PASS, f"valid; model hidden {cfg.model.hidden}, {cfg.model.encoder_layers}+"
                         f"{cfg.model.decoder_layers} layers; batch {cfg.training.batch_size} x accum "
@@ -113,10 +106,11 @@ def run_preflight(cfg: Config, features: Path, run_dir: Path) -> list[Check]:
         len(cfg.training.validation_sentences) * cfg.audio.sample_rate * 2 * 8  # ~8 s of 16-bit audio each
     )
     n_val = max(1, cfg.training.max_steps // cfg.training.validate_every)
-    need = (cfg.checkpoint.keep_last + 2) * per_ckpt + n_val * samples
+    ck = cfg.checkpoint
+    need = run_needs(per_ckpt, ck.keep_last, ck.disk_margin_mb) + n_val * samples
     free = shutil.disk_usage(probe).free
-    detail = (f"{human_bytes(free)} free; needs ~{human_bytes(need)} = ({cfg.checkpoint.keep_last} kept + 2) x "
-              f"{human_bytes(per_ckpt)} checkpoints + samples")
+    detail = (f"{human_bytes(free)} free; needs ~{human_bytes(need)} = ({ck.keep_last} kept + best + 1 being "
+              f"written) x {human_bytes(per_ckpt)} checkpoints + {ck.disk_margin_mb:g} MB margin + samples")
     checks.append(Check("disk", PASS if free >= need else FAIL,
                         detail if free >= need else detail + ": free space or lower checkpoint.keep_last"))
     act = cfg.training.batch_size * 1000 * cfg.model.hidden * 4 * (cfg.model.encoder_layers +

@@ -8,7 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from voxtrain.ops.rundir import RunDir
+from voxtrain.artifacts.checkpoints import list_checkpoints
+from voxtrain.artifacts.layout import RunDir
 
 
 def human_bytes(n: float) -> str:
@@ -19,21 +20,12 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def checkpoint_rows(run: Path) -> tuple[list[dict], int]:
-    """One dict per checkpoint (oldest first) and the run's total checkpoint disk use."""
-    from voxtrain.config import CheckpointConfig
-    from voxtrain.train.checkpoints import CheckpointManager
-
-    rundir = RunDir(run)
-    infos = CheckpointManager(rundir, CheckpointConfig(), log=lambda msg: None).list()
-    rows = [
-        {"step": i.step, "file": i.path.name, "time": i.mtime, "bytes": i.size, "valid": i.valid,
-         "best": i.best, "error": i.error}
-        for i in infos
-    ]
-    total = sum(p.stat().st_size for p in rundir.checkpoints.glob("*") if p.is_file()) \
-        if rundir.checkpoints.is_dir() else 0
-    return rows, total
+def directory_bytes(directory: Path) -> int:
+    """Bytes of the plain files directly in `directory` (0 when it does not exist)."""
+    try:
+        return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+    except OSError:
+        return 0
 
 
 def print_checkpoints(run: Path, console: Console | None = None) -> None:
@@ -42,15 +34,16 @@ def print_checkpoints(run: Path, console: Console | None = None) -> None:
     if not rundir.root.is_dir():
         console.print(f"[red]no run directory at {run}[/red]")
         raise SystemExit(2)
-    rows, total = checkpoint_rows(run)
+    infos = list_checkpoints(rundir, verify=True)
     table = Table(title=f"checkpoints of {rundir.root}")
     for col in ("step", "saved", "size", "valid", "best", "file"):
         table.add_column(col, justify="right" if col in ("step", "size") else "left")
-    for r in rows:
-        valid = "yes" if r["valid"] else f"[red]NO[/red] {r['error'][:60]}"
-        table.add_row(str(r["step"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])),
-                      human_bytes(r["bytes"]), valid, "best" if r["best"] else "", r["file"])
+    for i in infos:
+        valid = "yes" if i.valid else f"[red]NO[/red] {i.error[:60]}"
+        table.add_row(str(i.step), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.mtime)),
+                      human_bytes(i.size), valid, "best" if i.best else "", i.path.name)
     console.print(table)
+    total = directory_bytes(rundir.checkpoints)
     if rundir.best_export.is_file():
         console.print(f"best export: {rundir.best_export} ({human_bytes(rundir.best_export.stat().st_size)})")
     console.print(f"total checkpoint disk use: {human_bytes(total)}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -22,9 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from voxtrain.artifacts.layout import RunDir
+from voxtrain.artifacts.records import read_metrics
 from voxtrain.config import Config, config_from_dict
-from voxtrain.ops.metrics import read_metrics
-from voxtrain.ops.rundir import RunDir
+from voxtrain.versions import versions_line
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 N_CLIPS = 12
@@ -109,11 +109,7 @@ class _Runner:
 
 
 def _prerequisites() -> str:
-    import accelerate
-    import torch
-
-    found = [f"python {platform.python_version()}", f"torch {torch.__version__}",
-             f"accelerate {accelerate.__version__}"]
+    found = [versions_line()]
     problems = []
     try:
         from voxtrain.text.phonemize import Phonemizer
@@ -202,7 +198,7 @@ def _check_loss(run: RunDir) -> str:
 
 
 def _check_checkpoint(run: RunDir, step: int) -> str:
-    from voxtrain.train.checkpoints import CheckpointError, load_state, validate_training_state
+    from voxtrain.artifacts.checkpoints import CheckpointError, load_state, validate_training_state
 
     path = run.checkpoint(step)
     if not path.is_file():

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from voxtrain.ops.process import running_trainer
-from voxtrain.ops.rundir import RunDir
+from voxtrain.artifacts.layout import RunDir
+from voxtrain.artifacts.lock import running_trainer
 
 AVG_WINDOW_STEPS = 100
 SPARK_POINTS = 120

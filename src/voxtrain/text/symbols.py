@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from voxtrain.atomic import write_text_atomic
+
 PAD = "_"
 # U+FFFD REPLACEMENT CHARACTER: decodes visibly and never occurs in phonemizer output.
 UNK = "\ufffd"
@@ -148,8 +150,7 @@ class SymbolTable:
 
     def save(self, path: str | Path) -> None:
         # ensure_ascii=False keeps the IPA readable when someone opens the file.
-        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
-        Path(path).write_text(text + "\n", encoding="utf-8")
+        write_text_atomic(Path(path), json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> SymbolTable:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import socket
 import time
 from dataclasses import dataclass, field
@@ -17,19 +16,33 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 
-import voxtrain
-from voxtrain.atomic import write_atomic
+from voxtrain.artifacts.checkpoints import CheckpointError, CheckpointManager
+from voxtrain.artifacts.layout import RunDir
+from voxtrain.artifacts.store import FeatureStore
+from voxtrain.artifacts.weights import load_weights
+from voxtrain.atomic import remove_temp_files, write_json_atomic, write_text_atomic
 from voxtrain.config import Config, config_from_dict
-from voxtrain.data.store import FeatureStore
-from voxtrain.ops.rundir import RunDir
-from voxtrain.train.checkpoints import CheckpointError, CheckpointManager, load_weights
+from voxtrain.versions import library_versions, versions_line
 
 log = logging.getLogger("voxtrain.train")
 
 
 class SessionError(RuntimeError):
     """The run cannot start as asked; the message says what to change."""
+
+
+@dataclass
+class TrainOptions:
+    """What one `voxtrain train` invocation asks for."""
+
+    run_dir: Path
+    features: Path
+    config: Config
+    until_step: int | None = None
+    init_from: Path | None = None
+    skip_mismatched: bool = False
 
 
 @dataclass
@@ -52,15 +65,7 @@ class RunSession:
         return "STARTING a new run from step 0"
 
     def versions_line(self) -> str:
-        return " ".join(f"{k} {v}" for k, v in self.versions.items())
-
-
-def _versions() -> dict[str, str]:
-    import accelerate
-
-    # str(): torch.__version__ is a TorchVersion object, which weights_only loading refuses.
-    return {"voxtrain": str(voxtrain.__version__), "torch": str(torch.__version__),
-            "accelerate": str(accelerate.__version__), "python": platform.python_version()}
+        return versions_line(self.versions)
 
 
 def diff_dicts(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -115,12 +120,70 @@ def match_weights(
     return merged
 
 
-def _check_compatible(saved: dict, cfg: Config, store: FeatureStore, state: dict, path: Path) -> None:
-    changed = diff_dicts(saved.get("model"), cfg.to_dict()["model"], "model")
-    changed += diff_dicts(saved.get("audio"), cfg.to_dict()["audio"], "audio")
+def explicit_settings(section: BaseModel, prefix: str) -> dict[str, Any]:
+    """The fields of a config section that the YAML file or `--set` gave, by key path."""
+    out: dict[str, Any] = {}
+    for name in section.model_fields_set:
+        value = getattr(section, name)
+        if isinstance(value, BaseModel):
+            out.update(explicit_settings(value, f"{prefix}.{name}"))
+        else:
+            out[f"{prefix}.{name}"] = value
+    return out
+
+
+def _lookup(data: dict, path: str) -> Any:
+    for part in path.split(".")[1:]:
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def model_from_checkpoint(cfg: Config, saved_model: dict, source: str, allow_changes: bool = False) -> Config:
+    """`cfg` with the checkpoint's model architecture. A model setting the config gives
+    explicitly and the checkpoint contradicts is an error naming it, unless `allow_changes`
+    (fine-tuning with --skip-mismatched), when the config's setting wins."""
+    explicit = explicit_settings(cfg.model, "model")
+    conflicts = {k: v for k, v in explicit.items() if _lookup(saved_model, k) != _model_value(v)}
+    if conflicts and not allow_changes:
+        listing = "\n  ".join(f"{k}: {v!r} in the config, {_lookup(saved_model, k)!r} in the checkpoint"
+                               for k, v in conflicts.items())
+        raise SessionError(
+            f"{source} was trained with another model architecture than the config asks for:\n  {listing}\n"
+            f"The architecture comes from the checkpoint: remove these settings from the config (or --set)"
+            f"{', or pass --skip-mismatched to train them freshly initialised' if source.startswith('--init') else ''}."
+        )
+    data = cfg.to_dict()
+    data["model"] = saved_model
+    merged = config_from_dict(data, f"{source} (model section)")
+    if conflicts:
+        for key, value in conflicts.items():
+            log.warning("model setting %s = %r differs from the checkpoint (%r): the config wins",
+                        key, value, _lookup(saved_model, key))
+        merged = config_from_dict(_with_settings(merged.to_dict(), conflicts), "config with --skip-mismatched")
+    return merged
+
+
+def _model_value(value: Any) -> Any:
+    # The checkpoint stores the config as JSON data: compare like with like (tuples are lists there).
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _with_settings(data: dict, settings: dict[str, Any]) -> dict:
+    for path, value in settings.items():
+        node = data
+        parts = path.split(".")
+        for part in parts[:-1]:
+            node = node[part]
+        node[parts[-1]] = value
+    return data
+
+
+def _check_compatible(cfg: Config, store: FeatureStore, state: dict, path: Path) -> None:
+    saved = state["config"]
+    changed = diff_dicts(saved.get("audio"), cfg.to_dict()["audio"], "audio")
     if changed:
         raise SessionError(
-            f"cannot resume from {path}: the config changes the model or audio settings:\n  "
+            f"cannot resume from {path}: the config changes the audio settings:\n  "
             + "\n  ".join(changed)
             + "\nUse the run's own config.yaml, or start a new run (--run NEW) / fine-tune with --init-from."
         )
@@ -133,31 +196,35 @@ def _check_compatible(saved: dict, cfg: Config, store: FeatureStore, state: dict
         log.warning("the feature store differs from the one this run was trained on (fingerprint changed)")
 
 
-def prepare_session(opts: Any, store: FeatureStore, run: RunDir, write: bool = True) -> RunSession:
-    cfg: Config = opts.config
+def prepare_session(opts: TrainOptions, store: FeatureStore, run: RunDir, write: bool = True) -> RunSession:
+    """Decide fresh / resume / fine-tune, and the config the run really uses."""
+    cfg = opts.config
     if write:
         run.create()
-        for stale in run.checkpoints.glob(".ckpt-*.tmp*"):
-            log.warning("removing %s left by an interrupted save", stale.name)
-            stale.unlink(missing_ok=True)
+        for stale in remove_temp_files(run.checkpoints):
+            log.warning("removed %s left by an interrupted save", stale.name)
     latest = CheckpointManager(run, cfg.checkpoint, log=log.warning).load_latest()
-    session = RunSession(config=cfg, mode="train", versions=_versions())
+    session = RunSession(config=cfg, mode="train", versions=library_versions())
     if latest is not None:
         state, path = latest
         if opts.init_from:
             log.warning("--init-from %s ignored: %s already has checkpoints, so this RESUMES it. "
                         "Use a new --run to fine-tune.", opts.init_from, run.root)
         session.mode = state.get("mode", "train")
-        base = finetune_config(cfg) if session.mode == "finetune" else cfg
-        _check_compatible(state["config"], base, store, state, path)
+        base = model_from_checkpoint(cfg, state["config"]["model"], f"cannot resume: {path}")
+        base = finetune_config(base) if session.mode == "finetune" else base
+        _check_compatible(base, store, state, path)
         session.config, session.resume_state, session.resumed_from = base, state, str(path)
     elif opts.init_from:
-        weights, _ = load_model_weights(Path(opts.init_from))
+        weights, meta = load_model_weights(Path(opts.init_from))
         session.mode, session.init_from = "finetune", str(opts.init_from)
-        session.config = finetune_config(cfg)
+        saved_model = (meta.get("config") or {}).get("model")
+        base = cfg if saved_model is None else model_from_checkpoint(
+            cfg, saved_model, f"--init-from {opts.init_from}", allow_changes=opts.skip_mismatched)
+        session.config = finetune_config(base)
         session.init_weights = weights
     if write:
-        run.config.write_text(session.config.to_yaml(), encoding="utf-8")
+        write_text_atomic(run.config, session.config.to_yaml())
         _record_run(run, session, store)
     return session
 
@@ -176,4 +243,4 @@ def _record_run(run: RunDir, session: RunSession, store: FeatureStore) -> None:
         "start_step": session.resume_state["step"] if session.resume_state else 0,
         "kind": session.describe(),
     })
-    write_atomic(json.dumps(info, indent=1).encode(), run.run_info)
+    write_json_atomic(run.run_info, info)

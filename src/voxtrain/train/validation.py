@@ -1,19 +1,24 @@
-"""Validation (losses on the held-out split), audio samples, TensorBoard, best-model export."""
+"""Validation: losses on the held-out split, mel and alignment images, audio samples.
+
+The validator is given what it uses (the model, the loss, where to put tensors, where to
+record) and nothing else, so it can be run on any model, in training or outside it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 import torch
 
+from voxtrain.artifacts.layout import RunDir
+from voxtrain.artifacts.recorder import RunRecorder
+from voxtrain.artifacts.store import FeatureStore
+from voxtrain.config import Config
 from voxtrain.data.loader import FeatureDataset, collate
-from voxtrain.train.checkpoints import export_weights
-
-if TYPE_CHECKING:
-    from voxtrain.train.engine import Trainer
+from voxtrain.model import Batch, FastSpeech2, FastSpeech2Loss
 
 log = logging.getLogger("voxtrain.train")
 
@@ -26,86 +31,79 @@ def _image(x: torch.Tensor) -> torch.Tensor:
 
 
 class Validator:
-    def __init__(self, trainer: Trainer):
-        self.t = trainer
-        self.cfg = trainer.cfg
-        indices = trainer.store.split_indices("val")
-        self.val_set = FeatureDataset(trainer.store, indices) if indices else None
+    def __init__(
+        self,
+        model: FastSpeech2,
+        loss_fn: FastSpeech2Loss,
+        store: FeatureStore,
+        config: Config,
+        recorder: RunRecorder,
+        run: RunDir,
+        device: torch.device,
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    ):
+        """`model` is the bare module (not a DDP wrapper); `autocast` makes the context the
+        training step runs under, so validation computes in the same precision."""
+        self.model, self.loss_fn, self.store, self.cfg = model, loss_fn, store, config
+        self.recorder, self.run, self.device, self.autocast = recorder, run, device, autocast
+        indices = store.split_indices("val")
+        self.val_set = FeatureDataset(store, indices) if indices else None
         self._synth = None
-        self._tb = None
 
-    @property
-    def tb(self):
-        if self._tb is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(self.t.run.tensorboard))
-        return self._tb
-
-    def scalars(self, record: dict) -> None:
-        for key, value in record.items():
-            if isinstance(value, (int, float)) and key not in ("step", "time", "epoch"):
-                self.tb.add_scalar(f"train/{key}", value, record["step"])
-
-    def _batches(self):
+    def _batches(self) -> Iterator[Batch]:
         order = sorted(range(len(self.val_set)), key=self.val_set.n_frames)
         size = self.cfg.training.batch_size
         for i in range(0, len(order), size):
-            yield collate([self.val_set[j] for j in order[i : i + size]])
+            yield collate([self.val_set[j] for j in order[i : i + size]]).to(self.device)
 
     @torch.no_grad()
-    def losses(self, step: int) -> tuple[dict[str, float], dict | None, dict | None]:
-        model = self.t.accelerator.unwrap_model(self.t.model)
-        model.eval()
+    def losses(self, step: int) -> tuple[dict[str, float], dict, Batch]:
+        """Mean loss terms over the validation split, and the first batch with its outputs."""
+        self.model.eval()
         sums: dict[str, float] = {}
-        count, first_out, first_batch = 0, None, None
+        count, first = 0, None
         try:
             for batch in self._batches():
-                batch = self.t._to_device(batch)
-                with self.t.accelerator.autocast():
-                    out = model(batch["phonemes"], batch["phoneme_lens"], batch["mels"], batch["mel_lens"],
-                                batch["pitch"], batch["energy"])
-                    _, parts = self.t.loss_fn(out, batch, step)
-                n = len(batch["ids"])
+                with self.autocast():
+                    out = self.model(batch)
+                    _, parts = self.loss_fn(out, batch, step)
                 for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * n
-                count += n
-                if first_out is None:
-                    first_out, first_batch = out, batch
+                    sums[k] = sums.get(k, 0.0) + float(v) * len(batch)
+                count += len(batch)
+                if first is None:
+                    first = (out, batch)
         finally:
-            model.train()
-        return {k: v / count for k, v in sums.items()}, first_out, first_batch
+            self.model.train()
+        return {k: v / count for k, v in sums.items()}, *first
 
-    def run(self, step: int) -> dict[str, float] | None:
+    def run_validation(self, step: int) -> dict[str, float] | None:
+        """Losses (recorded), images and samples at `step`; the losses, or None without a split."""
         t0 = time.perf_counter()
         result = None
         if self.val_set is not None:
             result, out, batch = self.losses(step)
-            self.t.metrics.write("val", step=step, **{f"loss_{k}": v for k, v in result.items()})
-            for k, v in result.items():
-                self.tb.add_scalar(f"val/{k}", v, step)
+            self.recorder.val(step, result)
             self._images(out, batch, step)
         self._samples(step)
+        self.recorder.flush()
         log.info("validation at step %d: %s (%.1fs)", step,
                  " ".join(f"{k} {v:.4f}" for k, v in (result or {}).items()) or "no validation split",
                  time.perf_counter() - t0)
         return result
 
-    def _images(self, out: dict, batch: dict, step: int) -> None:
-        t = int(batch["mel_lens"][0])
-        n = int(batch["phoneme_lens"][0])
-        self.tb.add_image("val/mel_target", _image(batch["mels"][0, :t].T), step)
-        self.tb.add_image("val/mel_predicted", _image(out["mel_pred"][0, :t].T), step)
-        self.tb.add_image("val/alignment_soft", _image(out["attn_soft"][0, 0, :t, :n].T), step)
-        self.tb.add_image("val/alignment_hard", _image(out["attn_hard"][0, 0, :t, :n].T), step)
+    def _images(self, out: dict, batch: Batch, step: int) -> None:
+        t, n = int(batch.mel_lens[0]), int(batch.phoneme_lens[0])
+        self.recorder.image("val/mel_target", _image(batch.mels[0, :t].T), step)
+        self.recorder.image("val/mel_predicted", _image(out["mel_pred"][0, :t].T), step)
+        self.recorder.image("val/alignment_soft", _image(out["attn_soft"][0, 0, :t, :n].T), step)
+        self.recorder.image("val/alignment_hard", _image(out["attn_hard"][0, 0, :t, :n].T), step)
 
     def _synthesizer(self):
         from voxtrain.synth import AcousticModel, Synthesizer
 
         if self._synth is None:
-            model = self.t.accelerator.unwrap_model(self.t.model)
-            acoustic = AcousticModel(model, self.cfg, self.t.store.symbols)
-            self._synth = Synthesizer(acoustic, self.cfg.training.sample_vocoder, device=self.t.accelerator.device)
+            acoustic = AcousticModel(self.model, self.cfg, self.store.symbols)
+            self._synth = Synthesizer(acoustic, self.cfg.training.sample_vocoder, device=self.device)
         return self._synth
 
     def _samples(self, step: int) -> None:
@@ -113,29 +111,11 @@ class Validator:
         if not sentences or self.cfg.training.sample_vocoder == "none":
             return
         synth = self._synthesizer()
-        model = synth.acoustic.model
         try:
             wavs = synth.waveforms(sentences, allow_unknown=True)
         finally:
-            model.train()
-        out_dir = self.t.run.sample_dir(step)
+            self.model.train()
+        out_dir = self.run.sample_dir(step)
         for i, wav in enumerate(wavs):
-            synth.write(wav, out_dir / self.t.run.sample_name(i))
-            self.tb.add_audio(f"samples/{i + 1:03d}", torch.from_numpy(wav).unsqueeze(0), step,
-                              sample_rate=synth.sample_rate)
-
-    def export_best(self) -> None:
-        """Export the best-by-validation weights for inference, if the disk has room."""
-        model = self.t.accelerator.unwrap_model(self.t.model)
-        state = model.state_dict()
-        size = sum(v.numel() * v.element_size() for v in state.values())
-        free = shutil.disk_usage(self.t.run.checkpoints).free
-        if free < size + self.cfg.checkpoint.disk_margin_mb * 2**20:
-            self.t._event({"event": "export_skipped", "reason": "not enough free disk space", "bytes": size})
-            log.warning("best-model export skipped: not enough disk space (%d MB free)", free >> 20)
-            return
-        meta = {"config": self.cfg.to_dict(), "symbols": self.t.store.symbols.to_dict(),
-                "step": self.t.step, "val_mel_loss": self.t.ckpt.best_loss}
-        export_weights(state, meta, self.t.run.best_export)
-        self.t._event({"event": "best_exported", "val_mel_loss": self.t.ckpt.best_loss,
-                       "path": str(self.t.run.best_export)})
+            synth.write(wav, out_dir / self.run.sample_name(i))
+            self.recorder.audio(f"samples/{i + 1:03d}", wav, step, synth.sample_rate)

@@ -2,10 +2,12 @@
 
     runs/NAME/
       config.yaml  run.json  metrics.jsonl
-      checkpoints/ckpt-step00025000.pt  checkpoints/best.safetensors (+ .json)
+      checkpoints/ckpt-step00025000.pt  checkpoints/best.safetensors (+ best.json)
       samples/step_0001000/sample_001.wav
       tensorboard/
-      logs/train_YYYYmmdd_HHMMSS.log  logs/train.pid  logs/train.lock  logs/stop.request
+      logs/train_YYYYmmdd_HHMMSS.log  logs/train.pid  logs/train.lock
+
+The feature store names its own paths in `voxtrain.artifacts.store`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from voxtrain.atomic import is_temp_file
+
 CHECKPOINT_RE = re.compile(r"^ckpt-step(\d{8})\.pt$")
+
+
+def export_sidecar(weights: Path) -> Path:
+    """The JSON (config, symbols, provenance) that travels with exported safetensors weights."""
+    return Path(weights).with_suffix(".json")
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,10 @@ class RunDir:
         return self.checkpoints / "best.safetensors"
 
     @property
+    def best_export_sidecar(self) -> Path:
+        return export_sidecar(self.best_export)
+
+    @property
     def samples(self) -> Path:
         return self.root / "samples"
 
@@ -87,7 +100,7 @@ class RunDir:
         return logs[-1] if logs else None
 
     def checkpoint_files(self) -> list[tuple[int, Path]]:
-        """(step, path) of every rotation checkpoint, oldest first."""
+        """(step, path) of every rotation checkpoint, oldest first (temporary files excluded)."""
         if not self.checkpoints.is_dir():
             return []
         found = []
@@ -97,11 +110,12 @@ class RunDir:
                 found.append((int(m.group(1)), p))
         return sorted(found)
 
+    def stale_temp_files(self) -> list[Path]:
+        """Temporary files of saves that never finished (the trainer was killed mid-write)."""
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted(p for p in self.checkpoints.iterdir() if is_temp_file(p))
+
     def create(self) -> None:
         for d in (self.root, self.checkpoints, self.samples, self.logs):
             d.mkdir(parents=True, exist_ok=True)
-
-
-def export_sidecar(weights: Path) -> Path:
-    """The JSON (config, symbols) that travels with exported safetensors weights."""
-    return weights.with_suffix(".json")

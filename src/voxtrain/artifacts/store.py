@@ -7,7 +7,7 @@
       shards/shard_00003.energy.npy  float32 (sum_T,)
       shards/shard_00003.phonemes.npy int16 (sum_N,)
       shards/shard_00003.json        per clip offsets/lengths + rejected lines; written LAST
-      symbols.json  manifest.jsonl  stats.json  audio.json  rejected.tsv
+      symbols.json  manifest.jsonl  stats.json  rejected.tsv
       COMPLETE                       written last of all: counts + fingerprint
 
 Concatenated arrays opened with mmap give O(1) random access without one file per
@@ -47,14 +47,6 @@ def shard_array_path(shards_dir: Path, index: int, key: str) -> Path:
 
 def shard_json_path(shards_dir: Path, index: int) -> Path:
     return shards_dir / f"{shard_name(index)}.json"
-
-
-def remove_temp_files(directory: Path) -> None:
-    """Temp files left by a killed writer are never valid; drop them before writing again."""
-    if directory.is_dir():
-        for p in directory.iterdir():
-            if p.name.startswith(".") and ".tmp" in p.name:
-                p.unlink(missing_ok=True)
 
 
 def write_shard(shards_dir: Path, index: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -128,7 +120,7 @@ class FeatureStore:
             with open(manifest, encoding="utf-8") as f:
                 self.records: list[dict[str, Any]] = [json.loads(line) for line in f if line.strip()]
             self.stats: dict[str, float] = json.loads((self.root / "stats.json").read_text(encoding="utf-8"))
-            configs = json.loads((self.root / "audio.json").read_text(encoding="utf-8"))
+            configs = json.loads((self.root / "config.json").read_text(encoding="utf-8"))
             self.symbols = SymbolTable.load(self.root / "symbols.json")
         except StoreError:
             raise

@@ -1,0 +1,269 @@
+"""Checkpoints that never corrupt and never fill the disk, and the one listing of them.
+
+A save serialises the state in memory first, so its exact size is known before a byte
+touches the disk; it goes through `write_atomic` (temp name, fsync, rename, directory
+fsync). Loading uses weights_only=True everywhere, so a checkpoint received from someone
+else can never run code. torch is imported only where a checkpoint is really read or
+written: `voxtrain status` lists checkpoints without it.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import math
+import os
+import pickle
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from voxtrain.artifacts.disk import save_needs
+from voxtrain.artifacts.layout import RunDir
+from voxtrain.artifacts.records import VAL, Event, number, read_metrics, step_of, trajectory
+from voxtrain.atomic import write_atomic
+from voxtrain.config import CheckpointConfig
+
+REQUIRED_KEYS = ("model", "optimizer", "step", "epoch", "batch_in_epoch", "rng", "config", "symbols")
+# The validation record field that ranks checkpoints (lower is better).
+BEST_METRIC = "loss_mel"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be read or is not a voxtrain checkpoint."""
+
+
+def serialize(state: dict) -> memoryview:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getbuffer()
+
+
+def load_state(path: Path, mmap: bool = False) -> dict:
+    """Load a checkpoint safely; raises CheckpointError naming the file and the reason."""
+    import torch
+
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        lines = str(err).splitlines()
+        why = next((ln.strip() for ln in lines if "Unsupported global" in ln), lines[0] if lines else "")
+        raise CheckpointError(
+            f"{path}: refused to load: it holds Python objects beyond tensors and plain data "
+            f"(a pickle that could run code). Only load checkpoints you trust, re-exported with "
+            f"`voxtrain export`. Detail: {why}"
+        ) from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as err:  # torch raises RuntimeError/EOFError/zipfile errors for damaged files
+        raise CheckpointError(f"{path}: unreadable or truncated ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a voxtrain checkpoint (top level is {type(state).__name__})")
+    return state
+
+
+def validate_training_state(state: dict, path: Path) -> None:
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a resumable voxtrain checkpoint; missing {', '.join(missing)}")
+
+
+def verify_checkpoint(path: Path) -> str:
+    """"" when the checkpoint loads and holds a resumable state, else why not."""
+    try:
+        validate_training_state(load_state(path, mmap=True), path)
+    except CheckpointError as err:
+        return str(err)
+    return ""
+
+
+class BestTracker:
+    """The best checkpoint by validation: the lowest value, the first one on a tie. The
+    trainer feeds it each validation; the listing replays the run's validation records
+    through it, so both always name the same step."""
+
+    def __init__(self, step: int | None = None, value: float | None = None):
+        self.step, self.value = step, value
+
+    def update(self, step: int, value: float) -> bool:
+        """Record a validation; True when it is the new best. A non-finite value never is."""
+        if not math.isfinite(value) or self.value is not None and not value < self.value:
+            return False
+        self.step, self.value = step, float(value)
+        return True
+
+
+def best_from_records(records: list[dict]) -> BestTracker:
+    """The best of a run, replayed from its metrics records (redone steps counted once)."""
+    best = BestTracker()
+    for r in trajectory(records).val:
+        value = number(r.get(BEST_METRIC))
+        if r.get("type") == VAL and value is not None:
+            best.update(r["step"], value)
+    return best
+
+
+@dataclass
+class CheckpointInfo:
+    step: int
+    path: Path
+    size: int
+    mtime: float
+    valid: bool | None  # None: not opened (listing without verify) and not reported corrupt
+    error: str = ""
+    best: bool = False
+
+
+def list_checkpoints(run: RunDir, records: list[dict] | None = None, verify: bool = False) -> list[CheckpointInfo]:
+    """Every rotation checkpoint of a run, oldest first: size, time, validity and which is best.
+
+    The one listing behind `status`, `monitor`, `checkpoints` and pre-flight. Temporary files
+    of unfinished saves are never listed. `verify` opens each file (weights_only, memory-mapped)
+    to check it; without it a checkpoint counts as corrupt only when the trainer reported it so
+    (after the file was written). `records` are the run's metrics (read here when None).
+    """
+    records = read_metrics(run.metrics) if records is None else records
+    best_step = best_from_records(records).step
+    corrupt = [e for e in records if e.get("type") == "event" and e.get("event") == Event.CHECKPOINT_CORRUPT]
+    infos = []
+    for step, path in run.checkpoint_files():
+        try:
+            st = path.stat()
+        except OSError:  # rotated away between listing and stat
+            continue
+        info = CheckpointInfo(step, path, st.st_size, st.st_mtime, valid=None, best=step == best_step)
+        if verify:
+            info.error = verify_checkpoint(path)
+            info.valid = not info.error
+        else:
+            reports = [e for e in corrupt if step_of(e) == step and (number(e.get("time")) or 0) + 1 >= st.st_mtime]
+            if reports:
+                info.valid, info.error = False, str(reports[-1].get("error", "reported corrupt by the trainer"))
+        infos.append(info)
+    return infos
+
+
+class CheckpointManager:
+    """Rotation (keep_last + best), disk guard and recovery for one run directory."""
+
+    def __init__(
+        self,
+        run: RunDir,
+        cfg: CheckpointConfig,
+        on_event: Callable[..., None] | None = None,
+        log: Callable[[str], None] = print,
+    ):
+        """on_event(name, step, **fields) receives every checkpoint event (see records.Event)."""
+        self.run = run
+        self.cfg = cfg
+        self.on_event = on_event or (lambda name, step, **fields: None)
+        self.log = log
+        self.best = BestTracker()
+
+    # -- saving -------------------------------------------------------------------------
+    def save(self, state: dict, step: int) -> Path | None:
+        """Save a checkpoint; returns its path, or None when it was skipped for lack of space.
+
+        VOXTRAIN_TEST_SLOW_WRITE_S slows the write of checkpoints only (tests kill mid-save)."""
+        self.run.checkpoints.mkdir(parents=True, exist_ok=True)
+        path = self.run.checkpoint(step)
+        data = serialize(state)
+        need = save_needs(len(data), self.cfg.disk_margin_mb)
+        self._make_room(need, exclude=path)
+        if shutil.disk_usage(self.run.checkpoints).free < need:
+            return self._skip(step, len(data), "not enough free disk space")
+        for attempt in (1, 2):
+            try:
+                write_atomic(data, path, slow=float(os.environ.get("VOXTRAIN_TEST_SLOW_WRITE_S", "0") or 0))
+                break
+            except OSError as err:
+                if err.errno != errno.ENOSPC:
+                    raise
+                self.log(f"checkpoint step {step}: disk full while writing (attempt {attempt}); pruning")
+                if attempt == 2 or not self._prune_one(exclude=path):
+                    return self._skip(step, len(data), "disk full (ENOSPC) while writing")
+        self.on_event(Event.CHECKPOINT_SAVED, step, path=str(path), bytes=len(data))
+        self.rotate()
+        return path
+
+    def _skip(self, step: int, size: int, why: str) -> None:
+        free = shutil.disk_usage(self.run.checkpoints).free
+        msg = (
+            f"WARNING: checkpoint at step {step} SKIPPED: {why} (needs {size / 2**20:.1f} MB + "
+            f"{self.cfg.disk_margin_mb:.0f} MB margin, {free / 2**20:.1f} MB free). Training goes on; "
+            f"free disk space or lower checkpoint.keep_last."
+        )
+        self.log(msg)
+        self.on_event(Event.CHECKPOINT_SKIPPED, step, reason=why, bytes=size, free=free)
+        return None
+
+    def _candidates(self, exclude: Path | None = None) -> list[tuple[int, Path]]:
+        """Rotation checkpoints that may be deleted: never the newest valid one, never best."""
+        files = [(s, p) for s, p in self.run.checkpoint_files() if p != exclude]
+        newest_valid = next((p for _, p in reversed(files) if not verify_checkpoint(p)), None)
+        return [(s, p) for s, p in files if p != newest_valid and s != self.best.step]
+
+    def _prune_one(self, exclude: Path | None = None) -> bool:
+        candidates = self._candidates(exclude)
+        if not candidates:
+            return False
+        step, path = candidates[0]
+        path.unlink(missing_ok=True)
+        self.log(f"deleted checkpoint {path.name} to make room for a new save")
+        self.on_event(Event.CHECKPOINT_PRUNED, step, path=str(path), reason="disk space")
+        return True
+
+    def _make_room(self, need: int, exclude: Path) -> None:
+        while shutil.disk_usage(self.run.checkpoints).free < need and self._prune_one(exclude):
+            pass
+
+    def rotate(self) -> None:
+        files = self.run.checkpoint_files()
+        keep = {p for _, p in files[-self.cfg.keep_last :]}
+        for step, path in files:
+            if path in keep or (self.cfg.keep_best and step == self.best.step):
+                continue
+            path.unlink(missing_ok=True)
+            self.on_event(Event.CHECKPOINT_PRUNED, step, path=str(path), reason="rotation")
+
+    # -- best model export ----------------------------------------------------------------
+    def export_best(self, model_state: dict, meta: dict[str, Any]) -> Path | None:
+        """Write the best model's inference export, under the same disk rule as a save."""
+        from voxtrain.artifacts.weights import export_weights, weights_bytes
+
+        size = weights_bytes(model_state)
+        self.run.checkpoints.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.run.checkpoints).free
+        if free < save_needs(size, self.cfg.disk_margin_mb):
+            self.log(f"WARNING: best-model export skipped: not enough disk space ({free >> 20} MB free)")
+            self.on_event(Event.EXPORT_SKIPPED, self.best.step, reason="not enough free disk space", bytes=size)
+            return None
+        try:
+            export_weights(model_state, meta, self.run.best_export)
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            self.on_event(Event.EXPORT_SKIPPED, self.best.step, reason="disk full (ENOSPC) while writing", bytes=size)
+            return None
+        self.on_event(Event.BEST_EXPORTED, self.best.step, val_mel_loss=self.best.value, path=str(self.run.best_export))
+        return self.run.best_export
+
+    # -- loading ------------------------------------------------------------------------
+    def load_latest(self) -> tuple[dict, Path] | None:
+        """The newest checkpoint that loads and validates; corrupt ones are reported, kept on disk."""
+        for step, path in reversed(self.run.checkpoint_files()):
+            try:
+                state = load_state(path)
+                validate_training_state(state, path)
+            except CheckpointError as err:
+                self.log(f"WARNING: skipping corrupt checkpoint {path.name} (left on disk for inspection): {err}")
+                self.on_event(Event.CHECKPOINT_CORRUPT, step, path=str(path), error=str(err))
+                continue
+            self.best = BestTracker(state.get("best_step"), state.get("best_loss"))
+            return state, path
+        return None

@@ -1,0 +1,76 @@
+"""One optimizer step: the engine runs it, and bench/train_throughput.py times this very code.
+
+A step is forward + loss + backward over `grad_accum` micro-batches, one global gradient
+clip, then either the optimizer step or, when the loss or gradient is not finite, a skip
+that leaves the weights as they were. Loss terms stay on the device as tensors: the only
+host sync per step is the finiteness check the skip decision needs (on a GPU every
+`float()` would be one more); the engine syncs the summed terms only when it logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from voxtrain.model import Batch, FastSpeech2Loss
+
+
+@dataclass
+class StepResult:
+    losses: dict[str, Tensor]  # mean over the step's micro-batches (and processes), on the device
+    grad_norm: Tensor
+    frames: int  # real mel frames in this process's micro-batches
+    padded: int  # frames including padding
+    applied: bool  # False: non-finite loss or gradient, the optimizer step was skipped
+
+
+def train_step(
+    model: torch.nn.Module,
+    loss_fn: FastSpeech2Loss,
+    optimizer: torch.optim.Optimizer,
+    accelerator,
+    micro_batches: list[Batch],
+    step: int,
+    lr: float,
+    grad_clip: float,
+    check_grad_norm: bool = True,
+) -> StepResult:
+    """Run optimizer step number `step + 1` at learning rate `lr` over host-side micro-batches.
+
+    `accelerator` is an accelerate.Accelerator: it places the batches, applies autocast and
+    the gradient scaler, and defers the DDP gradient sync to the last micro-batch.
+    `check_grad_norm=False` for fp16, whose scaler itself skips steps with overflowing gradients.
+    """
+    n = len(micro_batches)
+    sums: dict[str, Tensor] = {}
+    frames = padded = 0
+    for k, host_batch in enumerate(micro_batches):
+        real, total = host_batch.frame_counts()  # counted on the host copy: no device sync
+        frames, padded = frames + real, padded + total
+        batch = host_batch.to(accelerator.device, non_blocking=True)
+        sync = k == n - 1 or accelerator.num_processes == 1
+        with contextlib.nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
+            loss, parts = loss_fn(model(batch), batch, step)
+        accelerator.backward(loss / n)
+        for name, value in parts.items():
+            sums[name] = sums[name] + value / n if name in sums else value / n
+    if accelerator.num_processes > 1:
+        # Every rank must see the same loss so that all skip or all step together.
+        names = sorted(sums)
+        reduced = accelerator.reduce(torch.stack([sums[k].float() for k in names]), reduction="mean")
+        sums = dict(zip(names, reduced.unbind(), strict=True))
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    grad_norm = torch.as_tensor(grad_norm, device=accelerator.device)
+    finite = torch.isfinite(sums["total"])
+    if check_grad_norm:
+        finite = finite & torch.isfinite(grad_norm)
+    applied = bool(finite.item())
+    if applied:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(sums, grad_norm.detach(), frames, padded, applied)
