@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   -> demo corpus (piper voice) -> features -> train configs/tiny.yaml -> synth demo/hello.wav
-#   make test   -> lint + the test suite
+#   make test   -> lint (ruff, the import layering) + the test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -31,7 +31,8 @@ demo: $(VENV)/.installed $(DEMO)/features/COMPLETE
 		--text "Hello! This voice was trained by voxtrain on two CPU cores." --out $(DEMO)/hello.wav
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/python tools/check_layers.py src/voxtrain
 
 test: lint
 	$(BIN)/python -m pytest -q

@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_features(tmp: Path, clips: int, config) -> tuple[Path, dict]:
-    from voxtrain.corpus import make_corpus
     from voxtrain.data import prepare_corpus
+    from voxtrain.demo_corpus import make_corpus
 
     t = time.perf_counter()
     make_corpus(tmp / "corpus", voice="espeak", n_sentences=clips, progress=False)

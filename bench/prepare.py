@@ -4,7 +4,7 @@
     python bench/prepare.py --corpus LJSpeech-1.1 --workers 2
     python bench/prepare.py --stages             # also time each per-clip stage in one process
 
-Prints one JSON object. The corpus is generated (espeak voice of voxtrain.corpus) into
+Prints one JSON object. The corpus is generated (espeak voice of voxtrain.demo_corpus) into
 a temp folder unless --corpus is given; its generation is not part of the timing.
 """
 
@@ -35,7 +35,7 @@ def stage_times(corpus: Path, config, limit: int) -> dict[str, float]:
     import torch
 
     from voxtrain.audio import load_audio, mel_spectrogram, trim_silence
-    from voxtrain.data.corpus import parse_metadata
+    from voxtrain.data.metadata import parse_metadata
     from voxtrain.text import TextProcessor
 
     torch.set_num_threads(1)
@@ -88,7 +88,7 @@ def main() -> int:
         corpus = args.corpus
         result: dict = {}
         if corpus is None:
-            from voxtrain.corpus import make_corpus
+            from voxtrain.demo_corpus import make_corpus
 
             corpus = Path(tmp) / "corpus"
             t = time.perf_counter()

@@ -64,8 +64,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from voxtrain.artifacts.layout import RunDir
-    from voxtrain.corpus import HELDOUT_PATH, load_sentences, make_corpus
     from voxtrain.data import FeatureStore
+    from voxtrain.demo_corpus import HELDOUT_PATH, load_sentences, make_corpus
     from voxtrain.evaluation import ASR, duration_errors, load_reference_durations, word_error_rate
     from voxtrain.synth import Synthesizer, load_acoustic_model
 

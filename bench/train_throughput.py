@@ -3,9 +3,10 @@
     python bench/train_throughput.py                          # configs/ljspeech.yaml, bf16, batch 16
     python bench/train_throughput.py --precision fp32 --bucketed --iters 3
 
-Prints one JSON object. The step is the engine's: FastSpeech2 forward (aligner + MAS
-included) and FastSpeech2Loss under torch.autocast(cpu, bf16) as Accelerate applies it,
-backward, gradient clipping, Adam step. Lengths are drawn like LJSpeech (mean ~555 mel
+Prints one JSON object. The step is the engine's own `voxtrain.train.step.train_step` on an
+Accelerator: FastSpeech2 forward (aligner + MAS included) and FastSpeech2Loss under
+Accelerate's autocast, backward, gradient clipping, the finiteness check, Adam step. On a
+machine with CUDA it runs on the GPU. Lengths are drawn like LJSpeech (mean ~555 mel
 frames, ~5 frames per phoneme, 100-870 frames); a batch is 16 random clips padded to the
 longest, or with --bucketed 16 neighbours in length order, as the sampler's buckets give.
 
@@ -22,16 +23,16 @@ import resource
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from voxtrain.config import load_config
 from voxtrain.malloc import retain_freed_memory
-from voxtrain.model import FastSpeech2, FastSpeech2Loss
+from voxtrain.model import Batch, FastSpeech2, FastSpeech2Loss
 from voxtrain.text.symbols import SymbolTable
 from voxtrain.train.optim import make_optimizer
+from voxtrain.train.step import train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES_PER_PHONEME = 5.05  # LJSpeech: ~555 frames for ~110 phonemes
@@ -52,7 +53,7 @@ def pick_lengths(batch: int, bucketed: bool, gen: torch.Generator) -> list[int]:
     return min(batches, key=lambda b: abs(statistics.mean(b) - 555))
 
 
-def synthetic_batch(mel_lens: list[int], n_symbols: int, n_mels: int, gen: torch.Generator) -> dict:
+def synthetic_batch(mel_lens: list[int], n_symbols: int, n_mels: int, gen: torch.Generator) -> Batch:
     """A padded batch shaped like collate()'s, with noise standing in for features."""
     b, t_max = len(mel_lens), max(mel_lens)
     ph_lens = [max(2, round(t / FRAMES_PER_PHONEME)) for t in mel_lens]
@@ -65,8 +66,7 @@ def synthetic_batch(mel_lens: list[int], n_symbols: int, n_mels: int, gen: torch
         mels[i, :t] = torch.randn(t, n_mels, generator=gen) * 2.0 - 5.0  # log-mel range
         pitch[i, :t] = torch.randn(t, generator=gen)
         energy[i, :t] = torch.randn(t, generator=gen)
-    return {"phonemes": phonemes, "phoneme_lens": torch.tensor(ph_lens), "mels": mels,
-            "mel_lens": torch.tensor(mel_lens), "pitch": pitch, "energy": energy}
+    return Batch(phonemes, torch.tensor(ph_lens), mels, torch.tensor(mel_lens), pitch, energy)
 
 
 def _cpu_sdpa_formulas() -> dict:
@@ -100,35 +100,28 @@ def gemm_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
 
 
 class Step:
-    """One optimizer step exactly as the engine runs it (minus DDP and logging)."""
+    """One optimizer step: the engine's own `train_step`, on an Accelerator like the engine's."""
 
     def __init__(self, cfg, precision: str):
+        from accelerate import Accelerator
+
         self.cfg = cfg
+        self.accelerator = Accelerator(mixed_precision={"bf16": "bf16", "fp32": "no"}[precision])
         self.n_symbols = len(SymbolTable.default())
-        self.model = FastSpeech2(cfg.model, self.n_symbols, cfg.audio.n_mels).train()
+        model = FastSpeech2(cfg.model, self.n_symbols, cfg.audio.n_mels).train()
         self.loss_fn = FastSpeech2Loss(cfg.training, cfg.model.aligner)
-        self.opt = make_optimizer(self.model.parameters(), cfg.training, torch.device("cpu"))
-        self.bf16 = precision == "bf16"
+        optimizer = make_optimizer(model.parameters(), cfg.training, self.accelerator.device)
+        self.model, self.opt = self.accelerator.prepare(model, optimizer)
         self.step_no = 10**6  # past the binarization ramp: every loss term is on
 
-    def __call__(self, batch: dict) -> dict[str, float]:
-        times = {}
+    def __call__(self, batch: Batch) -> float:
+        """Seconds of one step, including the host sync that ends it (as in the engine)."""
         t0 = time.perf_counter()
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext()
-        with ctx:
-            out = self.model(batch["phonemes"], batch["phoneme_lens"], batch["mels"], batch["mel_lens"],
-                             batch["pitch"], batch["energy"])
-            loss, _ = self.loss_fn(out, batch, self.step_no)
-        t1 = time.perf_counter()
-        loss.backward()
-        t2 = time.perf_counter()
-        clip = self.cfg.training.grad_clip or float("inf")
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        t3 = time.perf_counter()
-        times.update(forward_s=t1 - t0, backward_s=t2 - t1, clip_adam_s=t3 - t2, step_s=t3 - t0)
-        return times
+        train_step(self.model, self.loss_fn, self.opt, self.accelerator, [batch], self.step_no,
+                   lr=self.cfg.training.lr, grad_clip=self.cfg.training.grad_clip)
+        if self.accelerator.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
 
 
 def main() -> int:
@@ -152,8 +145,7 @@ def main() -> int:
     gen = torch.Generator().manual_seed(args.seed)
     step = Step(cfg, args.precision)
     batch = synthetic_batch(pick_lengths(args.batch, args.bucketed, gen), step.n_symbols, cfg.audio.n_mels, gen)
-    real = int(batch["mel_lens"].sum())
-    padded = int(batch["mel_lens"].max()) * args.batch
+    real, padded = batch.frame_counts()
 
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -169,29 +161,25 @@ def main() -> int:
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     user_per_step = (ru1.ru_utime - ru0.ru_utime) / args.iters
     sys_per_step = (ru1.ru_stime - ru0.ru_stime) / args.iters
-    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    s_per_step = med["step_s"]
+    s_per_step = statistics.median(runs)
     peak_bf16, peak_fp32 = gemm_peak(torch.bfloat16), gemm_peak(torch.float32)
     useful = flops * real / padded / s_per_step / 1e9
     result = {
         "config": os.path.relpath(args.config, ROOT) if args.config.startswith(str(ROOT)) else args.config,
         "parameters": sum(p.numel() for p in step.model.parameters()),
         "precision": args.precision,
-        "device": "cpu",
+        "device": str(step.accelerator.device),
         "threads": torch.get_num_threads(),
         "batch": args.batch,
         "bucketed": args.bucketed,
         "real_frames": real,
         "padded_frames": padded,
         "padding_fraction": round(1 - real / padded, 3),
-        "phonemes_mean": round(float(batch["phoneme_lens"].float().mean()), 1),
+        "phonemes_mean": round(float(batch.phoneme_lens.float().mean()), 1),
         "warmup": args.warmup,
         "iters": args.iters,
         "s_per_step": round(s_per_step, 3),
-        "s_per_step_all": [round(r["step_s"], 3) for r in runs],
-        "forward_s": round(med["forward_s"], 3),
-        "backward_s": round(med["backward_s"], 3),
-        "clip_adam_s": round(med["clip_adam_s"], 3),
+        "s_per_step_all": [round(r, 3) for r in runs],
         # Process CPU time is what other load on a shared machine inflates least.
         "cpu_s_per_step": round(user_per_step + sys_per_step, 3),
         "cpu_sys_s_per_step": round(sys_per_step, 3),  # kernel time: page faults of fresh allocations

@@ -39,7 +39,7 @@ def _env() -> dict:
 
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory) -> Path:
-    from voxtrain.corpus import make_corpus
+    from voxtrain.demo_corpus import make_corpus
 
     out = tmp_path_factory.mktemp("corpus")
     make_corpus(out, voice="espeak", n_sentences=14, seed=3, progress=False)

@@ -211,6 +211,40 @@ def test_finetune_is_weights_only_with_constant_low_lr(trainer_factory):
     assert r.returncode == 0 and "RESUMING fine-tune" in r.stderr, r.stderr
 
 
+FINETUNE_YAML = Path(__file__).resolve().parents[1] / "configs" / "finetune.yaml"
+# Enough to make configs/finetune.yaml run in seconds on the micro corpus; the model is not touched.
+QUICK = ("--set", "training.max_steps=2", "--set", "training.save_every=2", "--set", "training.batch_size=2",
+         "--set", "training.precision=fp32", "--set", "training.sample_vocoder=none")
+
+
+def test_finetune_yaml_takes_the_architecture_from_the_checkpoint(trainer_factory, features, tmp_path):
+    import yaml
+
+    from conftest import Trainer
+
+    base = trainer_factory("arch_base", training={"save_every": 2, "max_steps": 2})
+    assert base.run_to_end().returncode == 0
+    ckpt = RunDir(base.run).checkpoint(2)
+    micro = load_state(ckpt)["config"]["model"]
+    assert micro["hidden"] == 32  # finetune.yaml has no model size: the default (256) would not load
+
+    ft = Trainer(features, tmp_path / "arch_ft", FINETUNE_YAML)
+    r = ft.run_to_end("--init-from", str(ckpt), *QUICK, "--set", "model.dropout=0.2")
+    assert r.returncode == 0, r.stderr
+    used = yaml.safe_load((tmp_path / "arch_ft" / "config.yaml").read_text())["model"]
+    assert {k: v for k, v in used.items() if k not in ("dropout", "aligner")} == \
+        {k: v for k, v in micro.items() if k not in ("dropout", "aligner")}
+    assert used["dropout"] == 0.2  # a training-behaviour setting is the config's to give
+    assert used["aligner"]["binarization_start_step"] == 0 and used["aligner"]["attention_dim"] == 16
+    assert load_state(RunDir(ft.run).checkpoint(2))["config"]["model"] == used
+
+    clash = Trainer(features, tmp_path / "arch_clash", FINETUNE_YAML)
+    r = clash.run_to_end("--init-from", str(ckpt), *QUICK, "--set", "model.hidden=64")
+    assert r.returncode == 1
+    assert "model.hidden: 64 in the config, 32 in the checkpoint" in r.stderr
+    assert not (tmp_path / "arch_clash" / "checkpoints").exists() or not RunDir(clash.run).checkpoint_files()
+
+
 def test_finetune_mismatch_is_named_and_refused_unless_skipped(trainer_factory):
     base = trainer_factory("base2", training={"save_every": 2, "max_steps": 2})
     assert base.run_to_end().returncode == 0

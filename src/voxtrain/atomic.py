@@ -11,9 +11,10 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 _CHUNK = 4 << 20
 
@@ -98,6 +99,8 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    import numpy as np  # here, not at the top: `voxtrain status` imports this module and no numpy
+
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     write_atomic(buffer.getbuffer(), path)

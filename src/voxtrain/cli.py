@@ -6,21 +6,55 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+if TYPE_CHECKING:  # the real imports stay inside the commands: `voxtrain --help` must not load torch
+    from voxtrain.config import Config
+    from voxtrain.train.session import TrainOptions
+
+# Exit codes, the same for every command:
+#   0    done;
+#   1    the command line was fine but the work failed: bad config contents, a missing or unreadable
+#        corpus, feature store, run or checkpoint, a refused file, a failed pre-flight;
+#   2    the command line itself is wrong, knowable from argv alone (click's own checks and ours:
+#        conflicting options, a malformed path suffix), so scripts can tell "fix the call" from "retry";
+#   3+   training's own stop codes (see voxtrain.train.engine), passed through;
+#   130  interrupted by Ctrl-C.
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130
+
 app = typer.Typer(
-    add_completion=False,
     no_args_is_help=True,
     help="Train FastSpeech2 + HiFi-GAN voices and run the trainings like production jobs.",
     pretty_exceptions_enable=False,
 )
+config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration a command would run with.")
+app.add_typer(config_app, name="config")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (default: built-in defaults).")]
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="Override a config value: --set training.lr=2e-4 (repeatable).")
 ]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from voxtrain import __version__
+
+        typer.echo(f"voxtrain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    # No docstring on purpose: the app's help above is the one shown.
+    pass
 
 
 def _setup_logging(verbose: bool = False, log_file: Path | None = None) -> None:
@@ -37,18 +71,30 @@ def _setup_logging(verbose: bool = False, log_file: Path | None = None) -> None:
     )
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    """A runtime failure: the message on stderr, exit 1 (see the table above)."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
-def _config(path: Path | None, overrides: list[str] | None):
+def _usage_error(message: str, param: str) -> NoReturn:
+    """A wrong command line: shown like click's own usage errors (usage line, then the error), exit 2."""
+    # typer.BadParameter, not click's: typer >= 0.22 vendors its own click and catches only that one.
+    _fail(message)
+
+
+def _config(path: Path | None, overrides: list[str] | None) -> Config:
     from voxtrain.config import ConfigError, load_config
 
     try:
         return load_config(path, overrides or [])
     except ConfigError as err:
         _fail(str(err))
+
+
+def _require_run_dir(run: Path) -> None:
+    if not run.is_dir():
+        _fail(f"no run directory at {run}")
 
 
 @app.command()
@@ -67,6 +113,13 @@ def prepare(
         report = prepare_corpus(corpus, out, cfg, workers=workers, progress=True)
     except PrepareError as err:
         _fail(str(err))
+    except KeyboardInterrupt:
+        # Shards are written atomically and reused by the next run, so nothing finished is lost.
+        typer.echo(
+            f"\ninterrupted: the finished shards in {out} are kept; run the same command again to resume",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     typer.echo(report.summary() if hasattr(report, "summary") else str(report))
 
 
@@ -78,7 +131,7 @@ def make_corpus_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the sentence selection.")] = 0,
 ) -> None:
     """Write a demo corpus spoken by a pretrained voice, from voxtrain's own sentence list."""
-    from voxtrain.corpus import CorpusError, make_corpus
+    from voxtrain.demo_corpus import CorpusError, make_corpus
 
     try:
         summary = make_corpus(out, voice=voice, n_sentences=sentences, seed=seed, progress=True)
@@ -107,44 +160,61 @@ def train(
     verbose: bool = False,
 ) -> None:
     """Train (or resume, or fine-tune) to a stage target; SIGTERM/Ctrl-C saves and exits cleanly."""
-    from voxtrain.artifacts.layout import RunDir
-    from voxtrain.ops.launcher import DETACHED_ENV, launch_detached, tail
     from voxtrain.ops.preflight import print_preflight, run_preflight
 
     cfg = _config(config, set_)
-    rundir = RunDir(run)
-    is_child = os.environ.get(DETACHED_ENV) == "1"
     # Under `accelerate launch` / torchrun every rank runs this command; rank 0 speaks for all.
     is_rank0 = int(os.environ.get("RANK", "0")) == 0
     if is_rank0 and not print_preflight(run_preflight(cfg, features, run)):
         _fail("pre-flight failed: fix the FAIL rows above")
     if is_rank0 and sys.stdin.isatty() and not yes and not typer.confirm("Start training?", default=True):
-        raise typer.Exit(1)
+        typer.echo("not started", err=True)
+        raise typer.Exit(EXIT_FAILURE)
     if detach:
-        try:
-            launch = launch_detached(sys.argv[2:], rundir)
-        except RuntimeError as err:
-            _fail(str(err))
-        if launch.exited is not None:
-            typer.echo(tail(launch.log_file), err=True)
-            _fail(f"the trainer exited during start-up with code {launch.exited}; log: {launch.log_file}")
-        typer.echo(
-            f"training in the background: pid {launch.pid}\n"
-            f"  log:     {launch.log_file}\n"
-            f"  monitor: voxtrain monitor {run}\n"
-            f"  status:  voxtrain status {run}\n"
-            f"  stop:    voxtrain stop {run}\n"
-            f"  tail:    tail -f {launch.log_file}"
-        )
+        # argv after `train`: the child re-runs this very command in the foreground.
+        _launch_in_background(sys.argv[2:], run)
         return
-    _setup_logging(verbose, rundir.new_log_file() if is_rank0 and not is_child else None)
+    from voxtrain.train.session import TrainOptions
+
+    _train_in_foreground(
+        TrainOptions(run_dir=run, features=features, config=cfg, until_step=until_step,
+                     init_from=init_from, skip_mismatched=skip_mismatched),
+        verbose, is_rank0,
+    )
+
+
+def _launch_in_background(train_argv: list[str], run: Path) -> None:
+    from voxtrain.artifacts.layout import RunDir
+    from voxtrain.ops.launcher import launch_detached, tail
+
+    try:
+        launch = launch_detached(train_argv, RunDir(run))
+    except RuntimeError as err:
+        _fail(str(err))
+    if launch.exited is not None:
+        typer.echo(tail(launch.log_file), err=True)
+        _fail(f"the trainer exited during start-up with code {launch.exited}; log: {launch.log_file}")
+    typer.echo(
+        f"training in the background: pid {launch.pid}\n"
+        f"  log:     {launch.log_file}\n"
+        f"  monitor: voxtrain monitor {run}\n"
+        f"  status:  voxtrain status {run}\n"
+        f"  stop:    voxtrain stop {run}\n"
+        f"  tail:    tail -f {launch.log_file}"
+    )
+
+
+def _train_in_foreground(opts: TrainOptions, verbose: bool, is_rank0: bool) -> NoReturn:
+    from voxtrain.artifacts.layout import RunDir
     from voxtrain.artifacts.lock import RunLockedError
     from voxtrain.artifacts.store import StoreError
+    from voxtrain.ops.launcher import DETACHED_ENV
     from voxtrain.train.engine import train as run_training
-    from voxtrain.train.session import SessionError, TrainOptions
+    from voxtrain.train.session import SessionError
 
-    opts = TrainOptions(run_dir=run, features=features, config=cfg, until_step=until_step,
-                        init_from=init_from, skip_mismatched=skip_mismatched)
+    # A detached child's stdout already is its log file: a second log would double every line.
+    is_child = os.environ.get(DETACHED_ENV) == "1"
+    _setup_logging(verbose, RunDir(opts.run_dir).new_log_file() if is_rank0 and not is_child else None)
     try:
         result = run_training(opts)
     except (StoreError, SessionError, RunLockedError) as err:
@@ -165,7 +235,7 @@ def preflight(
     from voxtrain.ops.preflight import print_preflight, run_preflight
 
     ok = print_preflight(run_preflight(_config(config, set_), features, run))
-    raise typer.Exit(0 if ok else 1)
+    raise typer.Exit(0 if ok else EXIT_FAILURE)
 
 
 @app.command()
@@ -176,6 +246,7 @@ def status(
     """Is the run training? Step, target, loss, speed, ETA, last checkpoint."""
     from voxtrain.ops.monitor import print_status
 
+    _require_run_dir(run)
     raise typer.Exit(print_status(run, as_json=json_))
 
 
@@ -190,6 +261,7 @@ def monitor(
     """Live dashboard of a run: progress, losses, speed, ETA, checkpoints, disk, warnings."""
     from voxtrain.ops.monitor import monitor as run_monitor
 
+    _require_run_dir(run)
     raise typer.Exit(run_monitor(run, interval=interval, once=once, plain=plain, as_json=json_))
 
 
@@ -211,8 +283,9 @@ def stop(
         "killed": f"did not stop within {timeout:.0f}s: killed (the last saved checkpoint is intact)",
         "timeout": f"still saving/stopping after {timeout:.0f}s; wait, or use --force",
     }
-    typer.echo(messages[outcome])
-    raise typer.Exit(0 if outcome in ("stopped", "not running", "killed") else 1)
+    ok = outcome in ("stopped", "not running", "killed")
+    typer.echo(messages[outcome], err=not ok)
+    raise typer.Exit(0 if ok else EXIT_FAILURE)
 
 
 @app.command()
@@ -233,7 +306,7 @@ def synth(
     from voxtrain.vocoder import VocoderError
 
     if (text is None) == (text_file is None):
-        _fail("give exactly one of --text or --text-file")
+        _usage_error("give exactly one of them", param="'--text' / '--text-file'")
     if text_file is not None:
         if not text_file.is_file():
             _fail(f"--text-file {text_file}: no such file")
@@ -255,7 +328,11 @@ def checkpoints(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> 
     """List a run's checkpoints: step, time, size, validity, best, total disk use."""
     from voxtrain.ops.report import print_checkpoints
 
-    print_checkpoints(run)
+    _require_run_dir(run)
+    try:
+        print_checkpoints(run)
+    except FileNotFoundError as err:  # the run vanished after the check above
+        _fail(str(err))
 
 
 @app.command()
@@ -270,7 +347,7 @@ def export(
     from voxtrain.artifacts.weights import export_checkpoint
 
     if out.suffix != ".safetensors":
-        _fail(f"{out}: the export must end in .safetensors")
+        _usage_error(f"{out}: the export must end in .safetensors", param="'OUT'")
     try:
         export_checkpoint(checkpoint, out, fp16=fp16)
     except CheckpointError as err:
@@ -301,11 +378,19 @@ def smoke_test(
         checks = run_smoke_test(workdir, keep=keep, on_check=progress)
     except ValueError as err:
         _fail(str(err))
-    raise typer.Exit(0 if print_smoke(checks, workdir if keep else None) else 1)
+    raise typer.Exit(0 if print_smoke(checks, workdir if keep else None) else EXIT_FAILURE)
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Print the resolved configuration as YAML, every default filled in (a valid --config file)."""
+    typer.echo(_config(config, set_).to_yaml(), nl=False)
 
 
 def main() -> None:
-    app()
+    """The `voxtrain` command, also behind `python -m voxtrain` and `python -m voxtrain.cli`."""
+    # A fixed name, so help and shell completion say `voxtrain` however the CLI was started.
+    app(prog_name="voxtrain")
 
 
 if __name__ == "__main__":

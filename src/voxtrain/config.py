@@ -112,6 +112,15 @@ class ModelConfig(_Section):
         return self
 
 
+# Model settings that change how the model trains, not the shapes or meaning of its weights.
+# A resume or a fine-tune takes the architecture from its checkpoint, but may set these.
+TRAINING_BEHAVIOUR_FIELDS = (
+    "dropout", "attention_dropout", "predictor_dropout",
+    "aligner.temperature", "aligner.prior_scaling", "aligner.binarization_start_step",
+    "aligner.binarization_ramp_steps",
+)
+
+
 class LossWeights(_Section):
     mel: float = Field(1.0, ge=0, description="Weight of the mel reconstruction loss.")
     duration: float = Field(0.1, ge=0, description="Weight of the log-duration loss.")
@@ -174,6 +183,11 @@ class CheckpointConfig(_Section):
     keep_last: int = Field(3, ge=1, description="Newest checkpoints kept besides the best one.")
     keep_best: bool = Field(True, description="Keep (and export) the checkpoint with the best validation mel loss.")
     disk_margin_mb: float = Field(256.0, ge=0, description="Free space kept beyond a checkpoint's size, MB.")
+    max_skipped_without_checkpoint: int = Field(
+        3, ge=1,
+        description="A run with no checkpoint on disk stops (exit 4) after this many saves in a row were "
+        "skipped for lack of space, instead of training on with nothing to resume from.",
+    )
 
 
 class FinetuneConfig(_Section):
@@ -288,7 +302,3 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         data = apply_overrides(data, overrides)
         source += " with --set " + " ".join(overrides)
     return config_from_dict(data, source)
-
-
-def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(config.to_yaml(), encoding="utf-8")

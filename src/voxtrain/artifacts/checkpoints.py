@@ -18,13 +18,15 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voxtrain.artifacts.disk import save_needs
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.records import VAL, Event, number, read_metrics, step_of, trajectory
 from voxtrain.atomic import write_atomic
-from voxtrain.config import CheckpointConfig
+
+if TYPE_CHECKING:
+    from voxtrain.config import CheckpointConfig
 
 REQUIRED_KEYS = ("model", "optimizer", "step", "epoch", "batch_in_epoch", "rng", "config", "symbols")
 # The validation record field that ranks checkpoints (lower is better).

@@ -5,7 +5,7 @@ importable without the text/audio stack so training workers stay light.
 """
 
 from voxtrain.artifacts.store import FeatureStore, StoreError
-from voxtrain.data.corpus import PrepareError
+from voxtrain.data.metadata import PrepareError
 
 
 def __getattr__(name: str):

@@ -13,15 +13,16 @@ import sys
 import threading
 import time
 import warnings
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from voxtrain.artifacts.store import write_shard
 from voxtrain.config import Config
-from voxtrain.data.corpus import Entry
+from voxtrain.data.metadata import Entry
 from voxtrain.data.worker import ChunkTask, assemble_shard, init_worker, process_chunk
+from voxtrain.text import SymbolTable
 
 # Most clips one pool task computes (see chunk_size).
 MAX_CHUNK_CLIPS = 16
@@ -106,14 +107,49 @@ def run_jobs(
     out_dir: Path,
     wavs_dir: Path,
     config: Config,
-    symbols: Any,
+    symbols: SymbolTable,
     workers: int,
-    lock_fd: int | None,
     bar: Any,
     done: int,
 ) -> None:
-    """Compute every clip of `jobs` in a process pool; write each shard once all its clips are in."""
+    """Compute every clip of `jobs` in a process pool; write each shard once all its clips are in.
+    `done` clips (of reused shards) count as finished on the progress bar from the start."""
     shards_dir, n_mels = out_dir / "shards", config.audio.n_mels
+    tasks = _chunk_tasks(jobs, wavs_dir, workers)
+    total = done + sum(len(j.entries) for j in jobs)
+    # Entries rejected while parsing need no worker: they count as done from the start.
+    done = total - sum(len(t.entries) for t in tasks)
+    for job in jobs:
+        if job.pending == 0:
+            _write_job_shard(job, shards_dir, n_mels)
+    if not tasks:
+        return
+    executor = ProcessPoolExecutor(
+        max_workers=min(workers, len(tasks)),
+        mp_context=_mp_context(),
+        initializer=init_worker,
+        initargs=(config.model_dump(mode="json"), symbols.to_dict()),
+    )
+    clips = _ClipProgress(bar)
+    try:
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns about any native thread at fork (see _mp_context).
+            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
+            futures = {executor.submit(process_chunk, t): t for t in tasks}
+        # Every task is submitted (so every fork happens) before the bar's thread starts.
+        clips.start(total, done)
+        _gather(futures, {j.index: j for j in jobs}, shards_dir, n_mels, clips)
+        executor.shutdown(wait=True)
+    except BaseException:
+        _terminate(executor)
+        raise
+    finally:
+        clips.stop()
+
+
+def _chunk_tasks(jobs: list[ShardJob], wavs_dir: Path, workers: int) -> list[ChunkTask]:
+    """The pool tasks of the clips of `jobs` not rejected while parsing; sets each job's
+    count of pending tasks."""
     candidates = {j.index: [e for e in j.entries if not e.rejected] for j in jobs}
     size = chunk_size(sum(len(c) for c in candidates.values()), workers)
     tasks = [
@@ -124,63 +160,58 @@ def run_jobs(
     by_index = {j.index: j for j in jobs}
     for t in tasks:
         by_index[t.shard].pending += 1
+    return tasks
 
-    def finish(job: ShardJob) -> None:
-        arrays, meta = assemble_shard(job.index, job.signature, job.entries, job.results, n_mels)
-        write_shard(shards_dir, job.index, arrays, meta)
-        job.results.clear()  # the shard is on disk; free its features
 
-    total = done + sum(len(j.entries) for j in jobs)
-    # Entries rejected while parsing need no worker: they count as done from the start.
-    done += sum(len(j.entries) - len(candidates[j.index]) for j in jobs)
-    for job in jobs:
-        if job.pending == 0:
-            finish(job)
-    if not tasks:
-        return
-    ctx = _mp_context()
-    executor = ProcessPoolExecutor(
-        max_workers=min(workers, len(tasks)),
-        mp_context=ctx,
-        initializer=init_worker,
-        initargs=(config.model_dump(mode="json"), symbols.to_dict(), lock_fd),
-    )
-    try:
-        # Every task is submitted (so every fork happens) before the bar's thread starts.
-        with warnings.catch_warnings():
-            # Python >= 3.12 warns about any native thread at fork (see _mp_context).
-            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
-            futures = {executor.submit(process_chunk, t): t for t in tasks}
-        task_id = None
-        if bar is not None:
-            bar.start()
-            task_id = bar.add_task("prepare", total=total, completed=done, rate="")
-        start, computed = time.monotonic(), 0
-        pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                task = futures.pop(fut)
-                try:
-                    results = fut.result()
-                except Exception as err:
-                    raise RuntimeError(
-                        f"preparing clips of shard {task.shard} failed ({type(err).__name__}: "
-                        f"{str(err).rstrip('.')}); finished shards are kept and rerunning prepare resumes"
-                    ) from err
-                job = by_index[task.shard]
-                job.results.update((r["line"], r) for r in results)
-                job.pending -= 1
-                if job.pending == 0:
-                    finish(job)
-                computed += len(task.entries)
-                if bar is not None:
-                    rate = computed / max(time.monotonic() - start, 1e-6)
-                    bar.update(task_id, advance=len(task.entries), rate=f"{rate:.1f} clips/s")
-        executor.shutdown(wait=True)
-    except BaseException:
-        _terminate(executor)
-        raise
-    finally:
-        if bar is not None:
-            bar.stop()
+def _write_job_shard(job: ShardJob, shards_dir: Path, n_mels: int) -> None:
+    arrays, meta = assemble_shard(job.index, job.signature, job.entries, job.results, n_mels)
+    write_shard(shards_dir, job.index, arrays, meta)
+    job.results.clear()  # the shard is on disk; free its features
+
+
+def _gather(
+    futures: dict[Future, ChunkTask], by_index: dict[int, ShardJob], shards_dir: Path, n_mels: int,
+    clips: _ClipProgress,
+) -> None:
+    """Collect task results as they finish, writing each shard when its last task is in."""
+    pending = set(futures)
+    while pending:
+        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+        for fut in finished:
+            task = futures.pop(fut)
+            try:
+                results = fut.result()
+            except Exception as err:
+                raise RuntimeError(
+                    f"preparing clips of shard {task.shard} failed ({type(err).__name__}: "
+                    f"{str(err).rstrip('.')}); finished shards are kept and rerunning prepare resumes"
+                ) from err
+            job = by_index[task.shard]
+            job.results.update((r["line"], r) for r in results)
+            job.pending -= 1
+            if job.pending == 0:
+                _write_job_shard(job, shards_dir, n_mels)
+            clips.advance(len(task.entries))
+
+
+class _ClipProgress:
+    """The progress bar (or none) in clips, with the rate of the clips computed by this run."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar, self.task_id, self.t0, self.computed = bar, None, 0.0, 0
+
+    def start(self, total: int, done: int) -> None:
+        if self.bar is not None:
+            self.bar.start()
+            self.task_id = self.bar.add_task("prepare", total=total, completed=done, rate="")
+        self.t0 = time.monotonic()
+
+    def advance(self, n: int) -> None:
+        self.computed += n
+        if self.bar is not None:
+            rate = self.computed / max(time.monotonic() - self.t0, 1e-6)
+            self.bar.update(self.task_id, advance=n, rate=f"{rate:.1f} clips/s")
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

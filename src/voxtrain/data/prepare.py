@@ -12,13 +12,14 @@ import contextlib
 import hashlib
 import json
 import os
-import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voxtrain.artifacts.lock import exclusive_lock
 from voxtrain.artifacts.store import (
     STORE_VERSION,
     read_complete_shard,
@@ -26,9 +27,10 @@ from voxtrain.artifacts.store import (
 )
 from voxtrain.atomic import remove_temp_files, write_json_atomic
 from voxtrain.config import Config
-from voxtrain.data.corpus import Entry, PrepareError, check_corpus_dir, parse_metadata
 from voxtrain.data.finalize import finalize_store
+from voxtrain.data.metadata import Entry, PrepareError, check_corpus_dir, parse_metadata
 from voxtrain.data.pool import ShardJob, progress_bar, run_jobs
+from voxtrain.text import SymbolTable
 
 __all__ = ["PrepareError", "PrepareReport", "prepare_corpus"]
 
@@ -103,24 +105,21 @@ def _check_out_config(out_dir: Path, wanted: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def _store_lock(out_dir: Path):
-    """One writer per store: a second prepare into the same folder fails instead of racing."""
+def _store_lock(out_dir: Path) -> Iterator[None]:
+    """One writer per store: a second prepare into the same folder fails instead of racing.
+
+    A POSIX lock, like the run lock: it belongs to this process alone, so forked workers never
+    hold it (a killed prepare frees the store at once) and have nothing to give up. Closing
+    any descriptor of the lock file in this process drops the lock, so nothing else here
+    opens it while it is held.
+    """
+    lock = exclusive_lock(out_dir / ".prepare.lock")
+    if lock is None:
+        raise PrepareError(f"another `voxtrain prepare` is writing to {out_dir}; wait for it to finish")
     try:
-        import fcntl
-    except ImportError:  # no advisory locks on this platform
-        yield None
-        return
-    fd = os.open(out_dir / ".prepare.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PrepareError(f"another `voxtrain prepare` is writing to {out_dir}; wait for it to finish") from None
-        except OSError:  # a filesystem without locks (some network mounts): carry on unguarded
-            pass
-        yield fd
+        yield
     finally:
-        os.close(fd)
+        lock.close()
 
 
 def _signature(entries: tuple[Entry, ...], wavs_dir: Path, settings: str) -> str:
@@ -150,58 +149,82 @@ def prepare_corpus(
     Raises PrepareError only when the corpus folder is wrong, out_dir holds features of
     other settings, or no clip is usable; every other problem is one rejected clip.
     """
-    from voxtrain.text import SymbolTable
-
     t0 = time.monotonic()
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     check_corpus_dir(corpus_dir)
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
     out_dir.mkdir(parents=True, exist_ok=True)
-    shards_dir = out_dir / "shards"
+    shards_dir, wavs_dir = out_dir / "shards", corpus_dir / "wavs"
     shards_dir.mkdir(exist_ok=True)
-    with _store_lock(out_dir) as lock_fd:
+    with _store_lock(out_dir):
         feature_config = _feature_config(config)
         _check_out_config(out_dir, feature_config)  # before touching anything of a store we refuse
         # Until the new COMPLETE is written the store is being rebuilt, not complete.
         (out_dir / "COMPLETE").unlink(missing_ok=True)
         remove_temp_files(out_dir)
         remove_temp_files(shards_dir)
-        symbols = SymbolTable.default()
-        if len(symbols) > 32767:
-            raise PrepareError(f"symbol table of {len(symbols)} symbols does not fit the int16 phoneme arrays")
-        settings = json.dumps(
-            {"version": STORE_VERSION, "features": feature_config, "symbols": symbols.to_dict()},
-            sort_keys=True,
-        )
-
-        entries = parse_metadata(corpus_dir)
-        size = config.data.shard_size
-        wavs_dir = corpus_dir / "wavs"
-        metas: dict[int, dict[str, Any]] = {}
-        jobs: list[ShardJob] = []
-        reused_entries = 0
-        n_shards = (len(entries) + size - 1) // size
-        for k in range(n_shards):
-            shard_entries = tuple(entries[k * size : (k + 1) * size])
-            sig = _signature(shard_entries, wavs_dir, settings)
-            meta = read_complete_shard(shards_dir, k, sig)
-            if meta is not None:
-                metas[k] = meta
-                reused_entries += len(shard_entries)
-            else:
-                shard_json_path(shards_dir, k).unlink(missing_ok=True)
-                jobs.append(ShardJob(k, sig, shard_entries))
-        _remove_stale_shards(shards_dir, n_shards)
-
+        symbols, settings = _symbols_and_settings(feature_config)
+        plan = _plan_shards(parse_metadata(corpus_dir), wavs_dir, shards_dir, config.data.shard_size, settings)
         bar = progress_bar(progress)
-        run_jobs(jobs, out_dir, wavs_dir, config, symbols, workers, lock_fd, bar, reused_entries)
-        for job in jobs:
-            metas[job.index] = read_complete_shard(shards_dir, job.index, job.signature)
-            if metas[job.index] is None:
-                raise RuntimeError(f"shard {job.index} was not written completely; rerun prepare to resume")
+        run_jobs(plan.jobs, out_dir, wavs_dir, config, symbols, workers, bar, plan.reused_entries)
+        metas = _shard_metas(plan, shards_dir)
+        summary = finalize_store(out_dir, metas, config, symbols, feature_config)
+    return _build_report(summary, metas, plan, corpus_dir, out_dir, t0)
 
-        summary = finalize_store(out_dir, [metas[k] for k in range(n_shards)], config, symbols, feature_config)
-    rejected_by_reason = dict(sorted(Counter(r["reason"] for m in metas.values() for r in m["rejected"]).items()))
+
+def _symbols_and_settings(feature_config: dict[str, Any]) -> tuple[SymbolTable, str]:
+    """The phoneme symbols, and every setting that shard contents depend on (as one string)."""
+    symbols = SymbolTable.default()
+    if len(symbols) > 32767:
+        raise PrepareError(f"symbol table of {len(symbols)} symbols does not fit the int16 phoneme arrays")
+    settings = json.dumps(
+        {"version": STORE_VERSION, "features": feature_config, "symbols": symbols.to_dict()},
+        sort_keys=True,
+    )
+    return symbols, settings
+
+
+@dataclass
+class _ShardPlan:
+    n_shards: int
+    jobs: list[ShardJob]  # shards to compute
+    reused: dict[int, dict[str, Any]]  # shard index -> metadata of a finished shard kept from an earlier run
+    reused_entries: int
+
+
+def _plan_shards(entries: list[Entry], wavs_dir: Path, shards_dir: Path, size: int, settings: str) -> _ShardPlan:
+    """Cut the entries into shards; a shard an earlier run finished with the same signature is
+    reused, every other one becomes a job (and its stale files go)."""
+    n_shards = (len(entries) + size - 1) // size
+    plan = _ShardPlan(n_shards, [], {}, 0)
+    for k in range(n_shards):
+        shard_entries = tuple(entries[k * size : (k + 1) * size])
+        sig = _signature(shard_entries, wavs_dir, settings)
+        meta = read_complete_shard(shards_dir, k, sig)
+        if meta is not None:
+            plan.reused[k] = meta
+            plan.reused_entries += len(shard_entries)
+        else:
+            shard_json_path(shards_dir, k).unlink(missing_ok=True)
+            plan.jobs.append(ShardJob(k, sig, shard_entries))
+    _remove_stale_shards(shards_dir, n_shards)
+    return plan
+
+
+def _shard_metas(plan: _ShardPlan, shards_dir: Path) -> list[dict[str, Any]]:
+    """Metadata of every shard in order, the computed ones read back from disk."""
+    metas = dict(plan.reused)
+    for job in plan.jobs:
+        metas[job.index] = read_complete_shard(shards_dir, job.index, job.signature)
+        if metas[job.index] is None:
+            raise RuntimeError(f"shard {job.index} was not written completely; rerun prepare to resume")
+    return [metas[k] for k in range(plan.n_shards)]
+
+
+def _build_report(
+    summary: dict[str, Any], metas: list[dict[str, Any]], plan: _ShardPlan, corpus_dir: Path, out_dir: Path, t0: float
+) -> PrepareReport:
+    rejected_by_reason = dict(sorted(Counter(r["reason"] for m in metas for r in m["rejected"]).items()))
     if summary["clips"] == 0:
         counts = ", ".join(f"{k}: {v}" for k, v in rejected_by_reason.items()) or "metadata.csv has no entries"
         raise PrepareError(f"no usable clip in {corpus_dir} ({counts}); every line and why: {out_dir / 'rejected.tsv'}")
@@ -213,8 +236,8 @@ def prepare_corpus(
         out_dir=out_dir,
         n_train=summary["train_clips"],
         n_val=summary["val_clips"],
-        shards_total=n_shards,
-        shards_reused=n_shards - len(jobs),
+        shards_total=plan.n_shards,
+        shards_reused=plan.n_shards - len(plan.jobs),
         fingerprint=summary["fingerprint"],
         rejected_path=out_dir / "rejected.tsv",
         warnings=summary["warnings"],
@@ -227,38 +250,3 @@ def _remove_stale_shards(shards_dir: Path, n_shards: int) -> None:
         number = p.name[len("shard_") :].split(".", 1)[0]
         if number.isdigit() and int(number) >= n_shards:
             p.unlink(missing_ok=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m voxtrain.data.prepare CORPUS --out OUT`: the same as `voxtrain prepare`."""
-    import argparse
-
-    from voxtrain.config import ConfigError, load_config
-
-    parser = argparse.ArgumentParser(prog="python -m voxtrain.data.prepare", description=__doc__.splitlines()[0])
-    parser.add_argument("corpus")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--config", default=None, help="YAML config (defaults when omitted)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-        report = prepare_corpus(args.corpus, args.out, config, workers=args.workers, progress=not args.no_progress)
-    except (ConfigError, PrepareError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished shards are kept; run the same command again to resume", file=sys.stderr)
-        return 130
-    print(json.dumps(report.to_dict(), indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    # Re-enter through the package module so pool workers unpickle functions from
-    # `voxtrain.data.prepare`, not from a second copy living in __main__.
-    from voxtrain.data.prepare import main as _main
-
-    sys.exit(_main())

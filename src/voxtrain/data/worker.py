@@ -22,7 +22,7 @@ from voxtrain.artifacts.store import SHARD_ARRAYS, STORE_VERSION
 # phonemizer already loaded instead of each paying seconds to import them.
 from voxtrain.audio import AudioError, extract_features, load_audio, trim_silence
 from voxtrain.config import Config
-from voxtrain.data.corpus import Entry
+from voxtrain.data.metadata import Entry
 from voxtrain.text import SymbolTable, TextProcessor
 
 # Below this peak amplitude (-80 dBFS) a file is digital silence or a dead microphone.
@@ -53,8 +53,11 @@ def _exit_when_orphaned(parent: int) -> None:
             os._exit(3)
 
 
-def init_worker(config: dict[str, Any], symbols: dict[str, Any], lock_fd: int | None) -> None:
-    """Pool initializer: one thread, one text processor per process, parent watchdog."""
+def init_worker(config: dict[str, Any], symbols: dict[str, Any]) -> None:
+    """Pool initializer: one thread, one text processor per process, parent watchdog.
+
+    The store lock needs nothing here: it is a POSIX lock, which a forked child never holds,
+    so a killed parent frees the store whatever its workers do."""
     import signal
 
     import torch
@@ -65,11 +68,6 @@ def init_worker(config: dict[str, Any], symbols: dict[str, Any], lock_fd: int | 
     # and one thread keeps a forked child out of the parent's OpenMP pool. It also makes
     # results independent of how many workers run.
     torch.set_num_threads(1)
-    if lock_fd is not None:  # a forked child must not keep the store lock alive after the parent dies
-        try:
-            os.close(lock_fd)
-        except OSError:
-            pass
     cfg = Config.model_validate(config)
     _state.update(
         cfg=cfg,

@@ -44,7 +44,7 @@ def conv1d_time_major(x: Tensor, weight: Tensor, bias: Tensor | None, padding: t
 
     Runs as a channels-last 2-D convolution: (B, T, C) memory is NHWC for H = 1, which
     oneDNN reads and writes directly. The usual (B, C, T) conv1d needs a transposing copy
-    of the input and the output, and its backward ran ~20% slower here.
+    of the input and the output, and its backward was measurably slower.
     """
     left, right = padding
     if left != right:
@@ -118,8 +118,8 @@ class _DropoutFn(torch.autograd.Function):
 
 
 class Dropout(nn.Module):
-    """Inverted dropout, ~4x faster than nn.Dropout on CPU, where bernoulli_ was 7% of a
-    training step. Drop probability is round(p * 65536) / 65536 (0.100006 for 0.1); it
+    """Inverted dropout, several times faster than nn.Dropout on CPU, where bernoulli_ (one
+    generator call per element) is a visible part of a training step. Drop probability is round(p * 65536) / 65536 (0.100006 for 0.1); it
     draws from torch's default generator, so seeding and checkpointed RNG states cover it."""
 
     def __init__(self, p: float) -> None:
@@ -137,12 +137,10 @@ class Dropout(nn.Module):
 class _KeepProbsAttention(torch.autograd.Function):
     """Softmax attention over (B, H, T, D) that keeps its probabilities for the backward.
 
-    On CPU the fused (flash) kernel's backward recomputes the scores in small blocks; per
-    decoder layer of the reference model at batch 16 that took 190 ms forward + backward
-    against 135 ms here, at the price of B*H*T*T saved probabilities (40 MB in bf16).
-    Its forward is faster too (bf16, 2 threads, glibc malloc tuned as voxtrain.malloc does):
-    1.4 vs 2.5 ms at batch 1 x 500 frames, 47 vs 77 ms at 16 x 800, so inference uses it as
-    well. Scores and probabilities are in the inputs' dtype, as under autocast's own attention.
+    On CPU the fused (flash) kernel's backward recomputes the scores in small blocks, which
+    made a decoder layer's forward + backward slower than keeping them, at the price of
+    B*H*T*T saved probabilities. Its forward is faster too (plain batched matmuls and one
+    softmax), at batch 1 as at training batches, so inference uses it as well. Scores and probabilities are in the inputs' dtype, as under autocast's own attention.
     """
 
     @staticmethod

@@ -6,7 +6,7 @@ always state the same facts.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -22,8 +22,9 @@ from rich.table import Table
 from rich.text import Text
 
 from voxtrain.artifacts.layout import RunDir
+from voxtrain.artifacts.records import MetricsTail
 from voxtrain.ops.report import human_bytes
-from voxtrain.ops.snapshot import MetricsTail, jsonable, run_snapshot
+from voxtrain.ops.snapshot import CheckpointRow, RunSnapshot, run_snapshot
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 STATE_STYLE = {"running": "bold green", "finished": "bold cyan", "stopped": "bold yellow",
@@ -70,94 +71,94 @@ def _clock(t: float | None) -> str:
     return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
-def _state(s: dict) -> str:
-    text = s["state"]
-    if s["pid"] is not None:
-        text += f" (pid {s['pid']}" + (f" on {s['host']}" if s["host"] else "") + ")"
-    elif s["state"] in ("stopped", "finished") and s["stop_reason"]:
-        text += f": {s['stop_reason']}"
+def _state(s: RunSnapshot) -> str:
+    text = s.state
+    if s.pid is not None:
+        text += f" (pid {s.pid}" + (f" on {s.host}" if s.host else "") + ")"
+    elif s.state in ("stopped", "finished") and s.stop_reason:
+        text += f": {s.stop_reason}"
     return text
 
 
-def _step_line(s: dict) -> str:
-    line = f"step {s['step']}"
-    if s["target_step"] is not None:
-        pct = 100 * s["step"] / s["target_step"] if s["target_step"] else 100.0
-        line += f" / {s['target_step']} ({pct:.1f}%)"
-    if s["max_steps"] is not None and s["max_steps"] != s["target_step"]:
-        line += f", max_steps {s['max_steps']}"
+def _step_line(s: RunSnapshot) -> str:
+    line = f"step {s.step}"
+    if s.target_step is not None:
+        pct = 100 * s.step / s.target_step if s.target_step else 100.0
+        line += f" / {s.target_step} ({pct:.1f}%)"
+    if s.max_steps is not None and s.max_steps != s.target_step:
+        line += f", max_steps {s.max_steps}"
     return line
 
 
-def _eta_words(s: dict) -> str:
+def _eta_words(s: RunSnapshot) -> str:
     # For a run that is not training, the same figure is the time it still needs once resumed.
-    word = "ETA" if s["state"] == "running" else "remaining"
-    return f"{word} {duration(s['eta_target_s'])} to target, {duration(s['eta_max_s'])} to max_steps"
+    word = "ETA" if s.state == "running" else "remaining"
+    return f"{word} {duration(s.eta_target_s)} to target, {duration(s.eta_max_s)} to max_steps"
 
 
-def _val_line(s: dict) -> str:
-    if s["val_loss"] is None:
+def _val_line(s: RunSnapshot) -> str:
+    if s.val_loss is None:
         return "validation: none yet"
-    trend = f" {TREND_ARROW[s['val_trend']]} {s['val_trend']}" if s["val_trend"] else ""
-    best = f"; best mel {_f(s['best_val_mel'])} at step {s['best_step']}" if s["best_step"] is not None else ""
-    return f"validation: {_f(s['val_loss'])}{trend} at step {s['val_step']}{best}"
+    trend = f" {TREND_ARROW[s.val_trend]} {s.val_trend}" if s.val_trend else ""
+    best = f"; best mel {_f(s.best_val_mel)} at step {s.best_step}" if s.best_step is not None else ""
+    return f"validation: {_f(s.val_loss)}{trend} at step {s.val_step}{best}"
 
 
-def _ckpt_line(row: dict | None) -> str:
+def _ckpt_line(row: CheckpointRow | None) -> str:
     if row is None:
         return "none"
-    return f"step {row['step']} ({_clock(row['time'])}, {human_bytes(row['bytes'])})"
+    return f"step {row.step} ({_clock(row.time)}, {human_bytes(row.bytes)})"
 
 
-def _process_facts(s: dict) -> list[str]:
-    p = s["process"]
+def _process_facts(s: RunSnapshot) -> list[str]:
+    p = s.process
     if p is None:
         return ["not running"]
-    facts = [f"CPU {p['cpu_percent']:.0f}%", f"RSS {human_bytes(p['rss'])}", f"threads {p['threads']}"]
-    if p["children"]:
-        facts.append(f"+ {p['children']} children {human_bytes(p['children_rss'])}")
-    facts += [f"{k} {v}" for k, v in (s["gpu"] or {}).items()]
+    facts = [f"CPU {p.cpu_percent:.0f}%", f"RSS {human_bytes(p.rss)}", f"threads {p.threads}"]
+    if p.children:
+        facts.append(f"+ {p.children} children {human_bytes(p.children_rss)}")
+    facts += [f"{k} {v}" for k, v in (s.gpu or {}).items()]
     return facts
 
 
-def _process_line(s: dict) -> str:
+def _process_line(s: RunSnapshot) -> str:
     return "process: " + "  ".join(_process_facts(s))
 
 
-def text_lines(s: dict) -> list[str]:
+def text_lines(s: RunSnapshot) -> list[str]:
     """The dashboard's facts as plain lines (non-TTY output, --plain, logs)."""
     lines = [
-        f"run: {s['name']} ({s['run']})",
+        f"run: {s.name} ({s.run})",
         f"state: {_state(s)}",
         _step_line(s),
-        f"loss: {_f(s['loss'])}  avg100 {_f(s['loss_avg100'])}  mel {_f(s['loss_mel'])}  lr {_f(s['lr'], '.2e')}",
-        f"curve: {sparkline(s['loss_recent']) or '-'}",
+        f"loss: {_f(s.loss)}  avg100 {_f(s.loss_avg100)}  mel {_f(s.loss_mel)}  lr {_f(s.lr, '.2e')}",
+        f"curve: {sparkline(s.loss_recent) or '-'}",
         _val_line(s),
-        f"speed: {_f(s['steps_per_s'], '.2f')} steps/s  {_eta_words(s)}",
-        f"elapsed: {duration(s['elapsed_s'])} since first start, {duration(s['session_elapsed_s'])} "
-        f"this session ({s['sessions']} session(s))",
-        f"checkpoints: {len(s['checkpoints'])} using {human_bytes(s['checkpoints_bytes'])}; last "
-        f"{_ckpt_line(s['last_checkpoint'])}",
+        f"speed: {_f(s.steps_per_s, '.2f')} steps/s  {_eta_words(s)}",
+        f"elapsed: {duration(s.elapsed_s)} since first start, {duration(s.session_elapsed_s)} "
+        f"this session ({s.sessions} session(s))",
+        f"checkpoints: {len(s.checkpoints)} using {human_bytes(s.checkpoints_bytes)}; last "
+        f"{_ckpt_line(s.last_checkpoint)}",
     ]
-    for row in s["checkpoints"]:
-        flags = " best" * row["best"] + " CORRUPT" * row["corrupt"]
-        lines.append(f"  step {row['step']}  {_clock(row['time'])}  {human_bytes(row['bytes'])}{flags}")
-    fits = "" if s["checkpoints_fit"] is None else f", {s['checkpoints_fit']} more checkpoints fit"
-    lines.append(f"disk: {human_bytes(s['disk_free'])} free{fits}")
+    for row in s.checkpoints:
+        flags = " best" * row.best + " CORRUPT" * row.corrupt
+        lines.append(f"  step {row.step}  {_clock(row.time)}  {human_bytes(row.bytes)}{flags}")
+    fits = "" if s.checkpoints_fit is None else f", {s.checkpoints_fit} more checkpoints fit"
+    lines.append(f"disk: {human_bytes(s.disk_free)} free{fits}")
     lines.append(_process_line(s))
-    lines += [f"WARNING: {w}" for w in s["warnings"]]
+    lines += [f"WARNING: {w}" for w in s.warnings]
     return lines
 
 
-def status_lines(s: dict) -> list[str]:
+def status_lines(s: RunSnapshot) -> list[str]:
     """The short answer of `voxtrain status`."""
-    lines = [f"{s['name']}: {_state(s)}", _step_line(s),
-             f"loss {_f(s['loss'])} (avg100 {_f(s['loss_avg100'])})" + (
-                 f", val {_f(s['val_loss'])}" if s["val_loss"] is not None else "")]
-    if s["steps_per_s"] is not None:
-        lines.append(f"{_f(s['steps_per_s'], '.2f')} steps/s, {_eta_words(s)}")
-    lines.append(f"last checkpoint: {_ckpt_line(s['last_checkpoint'])}")
-    lines += [f"WARNING: {w}" for w in s["warnings"]]
+    lines = [f"{s.name}: {_state(s)}", _step_line(s),
+             f"loss {_f(s.loss)} (avg100 {_f(s.loss_avg100)})" + (
+                 f", val {_f(s.val_loss)}" if s.val_loss is not None else "")]
+    if s.steps_per_s is not None:
+        lines.append(f"{_f(s.steps_per_s, '.2f')} steps/s, {_eta_words(s)}")
+    lines.append(f"last checkpoint: {_ckpt_line(s.last_checkpoint)}")
+    lines += [f"WARNING: {w}" for w in s.warnings]
     return lines
 
 
@@ -179,30 +180,30 @@ def _bar(label: str, done: int, total: Any) -> Table:
     return grid
 
 
-def render(s: dict) -> RenderableType:
+def render(s: RunSnapshot) -> RenderableType:
     header = Text.assemble(
-        ("voxtrain monitor  ", "bold"), (s["name"], "bold magenta"), "   ",
-        (s["state"].upper() + _state(s)[len(s["state"]):], STATE_STYLE.get(s["state"], "")),
-        f"   updated {time.strftime('%H:%M:%S', time.localtime(s['now']))}",
+        ("voxtrain monitor  ", "bold"), (s.name, "bold magenta"), "   ",
+        (s.state.upper() + _state(s)[len(s.state):], STATE_STYLE.get(s.state, "")),
+        f"   updated {time.strftime('%H:%M:%S', time.localtime(s.now))}",
     )
-    bars = [_bar("stage", s["step"], s["target_step"])]
-    if s["max_steps"] is not None and s["max_steps"] != s["target_step"]:
-        bars.append(_bar("max", s["step"], s["max_steps"]))
+    bars = [_bar("stage", s.step, s.target_step)]
+    if s.max_steps is not None and s.max_steps != s.target_step:
+        bars.append(_bar("max", s.step, s.max_steps))
     progress = _panel(Group(Text(_step_line(s)), *bars), "progress")
 
     losses = Text()
-    losses.append(f"loss   {_f(s['loss'])}\navg100 {_f(s['loss_avg100'])}\nmel    {_f(s['loss_mel'])}\n")
-    losses.append(sparkline(s["loss_recent"], 44) or "-", style="cyan")
-    trend = s["val_trend"]
-    val = Text(f"last  {_f(s['val_loss'])} ")
+    losses.append(f"loss   {_f(s.loss)}\navg100 {_f(s.loss_avg100)}\nmel    {_f(s.loss_mel)}\n")
+    losses.append(sparkline(s.loss_recent, 44) or "-", style="cyan")
+    trend = s.val_trend
+    val = Text(f"last  {_f(s.val_loss)} ")
     if trend:
         val.append(f"{TREND_ARROW[trend]} {trend}", style="red" if trend == "rising" else "green")
-    val.append(f"\nstep  {_f(s['val_step'], 'd')}\nbest  mel {_f(s['best_val_mel'])} @ {_f(s['best_step'], 'd')}")
-    eta_word = "ETA" if s["state"] == "running" else "left"
+    val.append(f"\nstep  {_f(s.val_step, 'd')}\nbest  mel {_f(s.best_val_mel)} @ {_f(s.best_step, 'd')}")
+    eta_word = "ETA" if s.state == "running" else "left"
     speed = Text(
-        f"{_f(s['steps_per_s'], '.2f')} steps/s\n{eta_word} target  {duration(s['eta_target_s'])}\n"
-        f"{eta_word} max     {duration(s['eta_max_s'])}\nelapsed {duration(s['elapsed_s'])} "
-        f"(session {duration(s['session_elapsed_s'])})"
+        f"{_f(s.steps_per_s, '.2f')} steps/s\n{eta_word} target  {duration(s.eta_target_s)}\n"
+        f"{eta_word} max     {duration(s.eta_max_s)}\nelapsed {duration(s.elapsed_s)} "
+        f"(session {duration(s.session_elapsed_s)})"
     )
     row1 = Table.grid(expand=True, padding=(0, 1))
     for ratio in (3, 2, 2):
@@ -212,24 +213,24 @@ def render(s: dict) -> RenderableType:
     table = Table(box=None, padding=(0, 2))
     for col in ("step", "saved", "size", ""):
         table.add_column(col, justify="right" if col in ("step", "size") else "left")
-    for row in s["checkpoints"][-6:]:
-        flag = Text("best", "green") if row["best"] else Text("")
-        if row["corrupt"]:
+    for row in s.checkpoints[-6:]:
+        flag = Text("best", "green") if row.best else Text("")
+        if row.corrupt:
             flag.append(" CORRUPT", "bold red")
-        table.add_row(str(row["step"]), _clock(row["time"]), human_bytes(row["bytes"]), flag)
-    fits = "" if s["checkpoints_fit"] is None else f"  ·  {s['checkpoints_fit']} more fit"
-    disk = Text(f"{len(s['checkpoints'])} files, {human_bytes(s['checkpoints_bytes'])}  ·  disk free "
-                f"{human_bytes(s['disk_free'])}{fits}")
+        table.add_row(str(row.step), _clock(row.time), human_bytes(row.bytes), flag)
+    fits = "" if s.checkpoints_fit is None else f"  ·  {s.checkpoints_fit} more fit"
+    disk = Text(f"{len(s.checkpoints)} files, {human_bytes(s.checkpoints_bytes)}  ·  disk free "
+                f"{human_bytes(s.disk_free)}{fits}")
     row2 = Table.grid(expand=True, padding=(0, 1))
     row2.add_column(ratio=3)
     row2.add_column(ratio=2)
-    row2.add_row(_panel(Group(table if s["checkpoints"] else Text("none yet"), disk), "checkpoints"),
+    row2.add_row(_panel(Group(table if s.checkpoints else Text("none yet"), disk), "checkpoints"),
                  _panel(Text("\n".join(_process_facts(s))), "process"))
 
-    parts: list[RenderableType] = [_panel(header, "run", STATE_STYLE.get(s["state"], "blue").split()[-1]),
+    parts: list[RenderableType] = [_panel(header, "run", STATE_STYLE.get(s.state, "blue").split()[-1]),
                                    progress, row1, row2]
-    if s["warnings"]:
-        parts.append(_panel(Text("\n".join(f"• {w}" for w in s["warnings"]), style="red"), "warnings", "red"))
+    if s.warnings:
+        parts.append(_panel(Text("\n".join(f"• {w}" for w in s.warnings), style="red"), "warnings", "red"))
     return Group(*parts)
 
 
@@ -242,7 +243,7 @@ def monitor(run: Path, interval: float = 5.0, once: bool = False, plain: bool = 
     if snap is None:
         return code
     if as_json:
-        print(json.dumps(jsonable(snap)))
+        print(json.dumps(snap.to_json()))
         return 0
     console = Console()
     live_view = console.is_terminal and not plain
@@ -267,15 +268,15 @@ def monitor(run: Path, interval: float = 5.0, once: bool = False, plain: bool = 
         return 0
 
 
-def _refresh(run: Path, tail: MetricsTail, previous: dict) -> dict:
+def _refresh(run: Path, tail: MetricsTail, previous: RunSnapshot) -> RunSnapshot:
     try:
         return run_snapshot(run, tail)
     except OSError as err:
         # The dashboard outlives a vanished or unreadable run dir: keep the last facts, say why.
-        return dict(previous, now=time.time(), warnings=[f"cannot read the run: {err}"])
+        return dataclasses.replace(previous, now=time.time(), warnings=[f"cannot read the run: {err}"])
 
 
-def _snapshot_or_error(run: Path, tail: MetricsTail | None = None) -> tuple[dict | None, int]:
+def _snapshot_or_error(run: Path, tail: MetricsTail | None = None) -> tuple[RunSnapshot | None, int]:
     """The snapshot, or None and the exit code after printing why there is none."""
     try:
         return run_snapshot(Path(run), tail), 0
@@ -291,20 +292,6 @@ def print_status(run: Path, as_json: bool = False) -> int:
     snap, code = _snapshot_or_error(run)
     if snap is None:
         return code
-    print(json.dumps(jsonable(snap)) if as_json else "\n".join(status_lines(snap)))
+    print(json.dumps(snap.to_json()) if as_json else "\n".join(status_lines(snap)))
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m voxtrain.ops.monitor", description=__doc__)
-    ap.add_argument("run", type=Path)
-    ap.add_argument("--interval", type=float, default=5.0)
-    ap.add_argument("--once", action="store_true")
-    ap.add_argument("--plain", action="store_true")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
-    return monitor(args.run, interval=args.interval, once=args.once, plain=args.plain, as_json=args.json)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

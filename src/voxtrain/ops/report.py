@@ -32,8 +32,8 @@ def print_checkpoints(run: Path, console: Console | None = None) -> None:
     console = console or Console()
     rundir = RunDir(run)
     if not rundir.root.is_dir():
-        console.print(f"[red]no run directory at {run}[/red]")
-        raise SystemExit(2)
+        # An exception, not an exit: callers (the CLI among them) decide how to report it.
+        raise FileNotFoundError(f"no run directory at {run}")
     infos = list_checkpoints(rundir, verify=True)
     table = Table(title=f"checkpoints of {rundir.root}")
     for col in ("step", "saved", "size", "valid", "best", "file"):

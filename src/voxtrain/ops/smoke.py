@@ -283,7 +283,7 @@ def run_smoke_test(workdir: Path | None = None, keep: bool = False, config: Conf
         cfg_path.write_text(cfg.to_yaml(), encoding="utf-8")
 
         def make() -> str:
-            from voxtrain.corpus import make_corpus
+            from voxtrain.demo_corpus import make_corpus
 
             s = make_corpus(corpus, voice="espeak", n_sentences=N_CLIPS, seed=0, progress=False)
             return f"{s.n_clips} espeak clips, {s.seconds:.1f} s of audio in {corpus}"

@@ -30,9 +30,6 @@ class TextProcessor:
         self.phonemizer = Phonemizer.from_config(cfg)
         self._normalize = normalize_text if cfg.language.lower().startswith("en") else clean_text
 
-    def normalize(self, text: str) -> str:
-        return self._normalize(text)
-
     def process(self, texts: list[str]) -> list[ProcessedText]:
         if isinstance(texts, str):
             raise TypeError("TextProcessor.process takes a list of strings, not a single string")
@@ -42,6 +39,3 @@ class TextProcessor:
             ProcessedText(normalized=n, phonemes=p, ids=self.symbols.encode_utterance(p))
             for n, p in zip(normalized, phonemes, strict=True)
         ]
-
-    def process_one(self, text: str) -> ProcessedText:
-        return self.process([text])[0]

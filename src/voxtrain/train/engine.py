@@ -35,7 +35,7 @@ from voxtrain.train.validation import Validator
 
 log = logging.getLogger("voxtrain.train")
 
-EXIT_OK, EXIT_NONFINITE = 0, 3
+EXIT_OK, EXIT_NONFINITE, EXIT_NO_CHECKPOINT = 0, 3, 4
 
 
 @dataclass
@@ -138,12 +138,22 @@ class Trainer:
             "versions": self.session.versions,
         }
 
-    def save(self) -> None:
+    def save(self) -> bool:
+        """Save a checkpoint of this step (rank 0); False when the run still has none on disk
+        after too many saves in a row were skipped for lack of space (every rank agrees)."""
         self.accelerator.wait_for_everyone()
         if self.is_main and self._last_saved != self.step:
             if self.ckpt.save(self.training_state(), self.step) is not None:
-                self._last_saved = self.step
+                self._last_saved, self._skipped_saves = self.step, 0
+            else:
+                self._skipped_saves += 1
+        hopeless = self._skipped_saves >= self.cfg.checkpoint.max_skipped_without_checkpoint and \
+            not self.run.checkpoint_files()
+        if self.accelerator.num_processes > 1:
+            flag = torch.tensor([1.0 if hopeless else 0.0], device=self.accelerator.device)
+            hopeless = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
         self.accelerator.wait_for_everyone()
+        return not hopeless
 
     # -- data --------------------------------------------------------------------------
     def micro_batches(self) -> Iterator[tuple[int, int, Batch]]:
@@ -170,6 +180,7 @@ class Trainer:
         tcfg = self.cfg.training
         target = min(self.opts.until_step or tcfg.max_steps, tcfg.max_steps)
         self._last_saved = self.step if self.session.resume_state is not None else -1
+        self._skipped_saves = 0
         self._announce(target)
         if self.step >= target:
             return TrainResult(EXIT_OK, self.step, f"already at step {self.step} >= target {target}")
@@ -217,9 +228,18 @@ class Trainer:
                 window = LogWindow()
             if self.step % tcfg.validate_every == 0:
                 self._validate()
-            if self.step % tcfg.save_every == 0:
-                self.save()
+            if self.step % tcfg.save_every == 0 and not self.save():
+                return self._no_checkpoint_message(), EXIT_NO_CHECKPOINT
         return f"reached target step {target}", EXIT_OK
+
+    def _no_checkpoint_message(self) -> str:
+        ck = self.cfg.checkpoint
+        return (
+            f"{self._skipped_saves} checkpoint saves in a row were skipped for lack of disk space and the run has "
+            f"no checkpoint at all in {self.run.checkpoints}: stopped at step {self.step} rather than train on "
+            f"with nothing to resume from. Free disk space, lower checkpoint.disk_margin_mb ({ck.disk_margin_mb:g} "
+            f"MB) or checkpoint.keep_last ({ck.keep_last}), or use a --run on a larger disk."
+        )
 
     def _nonfinite_message(self, n: int) -> str:
         return (
@@ -252,12 +272,25 @@ class Trainer:
             frames_per_s=frames / window.seconds, steps_per_s=window.steps / window.seconds,
             padding_fraction=1 - frames / max(padded, 1), target_step=target, max_steps=self.cfg.training.max_steps,
             nonfinite_skipped=self.nonfinite_total, **{f"loss_{k}": v for k, v in means.items()},
+            **self._device_memory(),
         )
         log.info(
             "step %d/%d | loss %.4f (mel %.4f) | lr %.2e | grad %.2f | %.2f steps/s | %.0f frames/s",
             self.step, target, means.get("total", float("nan")), means.get("mel", float("nan")), lr,
             grad_norm, record["steps_per_s"], record["frames_per_s"],
         )
+
+    def _device_memory(self) -> dict[str, int]:
+        """GPU memory in bytes (what the caching allocator holds, and the peak since the last
+        record): the figures to read before raising batch_size, or after an out-of-memory."""
+        device = self.accelerator.device
+        if device.type != "cuda":
+            return {}
+        facts = {"cuda_allocated": torch.cuda.memory_allocated(device),
+                 "cuda_reserved": torch.cuda.memory_reserved(device),
+                 "cuda_peak_allocated": torch.cuda.max_memory_allocated(device)}
+        torch.cuda.reset_peak_memory_stats(device)
+        return facts
 
     def _announce(self, target: int) -> None:
         s = self.session

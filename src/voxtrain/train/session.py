@@ -23,7 +23,7 @@ from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.store import FeatureStore
 from voxtrain.artifacts.weights import load_weights
 from voxtrain.atomic import remove_temp_files, write_json_atomic, write_text_atomic
-from voxtrain.config import Config, config_from_dict
+from voxtrain.config import TRAINING_BEHAVIOUR_FIELDS, Config, config_from_dict
 from voxtrain.versions import library_versions, versions_line
 
 log = logging.getLogger("voxtrain.train")
@@ -139,39 +139,36 @@ def _lookup(data: dict, path: str) -> Any:
 
 
 def model_from_checkpoint(cfg: Config, saved_model: dict, source: str, allow_changes: bool = False) -> Config:
-    """`cfg` with the checkpoint's model architecture. A model setting the config gives
-    explicitly and the checkpoint contradicts is an error naming it, unless `allow_changes`
-    (fine-tuning with --skip-mismatched), when the config's setting wins."""
+    """`cfg` with the checkpoint's model architecture. An architecture setting the config
+    gives explicitly and the checkpoint contradicts is an error naming it, unless
+    `allow_changes` (fine-tuning with --skip-mismatched), when the config's setting wins.
+    Settings that only change how the model trains (dropout, the aligner's schedule) are
+    the config's to set."""
     explicit = explicit_settings(cfg.model, "model")
-    conflicts = {k: v for k, v in explicit.items() if _lookup(saved_model, k) != _model_value(v)}
+    behaviour = {f"model.{name}" for name in TRAINING_BEHAVIOUR_FIELDS}
+    wins = {k: v for k, v in explicit.items() if k in behaviour}
+    conflicts = {k: v for k, v in explicit.items() if k not in behaviour and _lookup(saved_model, k) != v}
     if conflicts and not allow_changes:
         listing = "\n  ".join(f"{k}: {v!r} in the config, {_lookup(saved_model, k)!r} in the checkpoint"
                                for k, v in conflicts.items())
+        hint = ", or pass --skip-mismatched to train them freshly initialised" if source.startswith("--init") else ""
         raise SessionError(
             f"{source} was trained with another model architecture than the config asks for:\n  {listing}\n"
-            f"The architecture comes from the checkpoint: remove these settings from the config (or --set)"
-            f"{', or pass --skip-mismatched to train them freshly initialised' if source.startswith('--init') else ''}."
+            f"The architecture comes from the checkpoint: remove these settings from the config (or --set){hint}."
         )
+    for key, value in conflicts.items():
+        log.warning("model setting %s = %r differs from the checkpoint (%r): the config wins",
+                    key, value, _lookup(saved_model, key))
     data = cfg.to_dict()
-    data["model"] = saved_model
-    merged = config_from_dict(data, f"{source} (model section)")
-    if conflicts:
-        for key, value in conflicts.items():
-            log.warning("model setting %s = %r differs from the checkpoint (%r): the config wins",
-                        key, value, _lookup(saved_model, key))
-        merged = config_from_dict(_with_settings(merged.to_dict(), conflicts), "config with --skip-mismatched")
-    return merged
-
-
-def _model_value(value: Any) -> Any:
-    # The checkpoint stores the config as JSON data: compare like with like (tuples are lists there).
-    return list(value) if isinstance(value, tuple) else value
+    data["model"] = _with_settings(json.loads(json.dumps(saved_model)), {**wins, **conflicts})
+    return config_from_dict(data, f"{source} (model section)")
 
 
 def _with_settings(data: dict, settings: dict[str, Any]) -> dict:
+    """Set `model.a.b`-style key paths in a model section's dict (as `_lookup` reads them)."""
     for path, value in settings.items():
         node = data
-        parts = path.split(".")
+        parts = path.split(".")[1:]
         for part in parts[:-1]:
             node = node[part]
         node[parts[-1]] = value
@@ -190,6 +187,7 @@ def _check_compatible(cfg: Config, store: FeatureStore, state: dict, path: Path)
     if state.get("symbols") != store.symbols.to_dict():
         raise SessionError(f"cannot resume from {path}: the feature store uses a different symbol table")
     other = diff_dicts(saved.get("training"), cfg.to_dict()["training"], "training")
+    other += diff_dicts(saved.get("model"), cfg.to_dict()["model"], "model")
     for line in other:
         log.warning("config changed since the checkpoint: %s", line)
     if state.get("dataset_fingerprint") not in (None, store.fingerprint):

@@ -39,6 +39,7 @@ import rich.progress as rp
 import soundfile as sf
 from rich.text import Text
 
+from voxtrain.atomic import write_text_atomic
 from voxtrain.text import normalize_text
 
 RESOURCES = Path(__file__).parent / "resources"
@@ -86,8 +87,6 @@ def select_sentences(n_sentences: int, seed: int = 0, sentences: list[str] | Non
         )
     random.Random(seed).shuffle(pool)
     return pool[:n_sentences]
-
-
 
 
 class _Espeak:
@@ -338,31 +337,54 @@ def make_corpus(
         raise CorpusError(f"unknown voice {voice!r}: use 'piper' or 'espeak'")
     out_dir = Path(out_dir)
     sentences = list(sentences) if sentences is not None else select_sentences(n_sentences, seed)
-    if voice == "piper":  # fail before touching out_dir when the demo extra is missing
-        model, config = find_piper_voice()
-        piper_exe = find_piper_executable()
+    # Fail before touching out_dir when the demo extra is missing.
+    piper = (*find_piper_voice(), find_piper_executable()) if voice == "piper" else None
     normalized = [" ".join(normalize_text(s).replace("|", " ").split()) for s in sentences]
     width = max(4, len(str(len(sentences))))
     ids = [f"vox_{i:0{width}d}" for i in range(1, len(sentences) + 1)]
+    wav_paths = _clear_previous_run(out_dir, ids)
 
+    bar, advance = _progress(progress, len(ids), f"make-corpus ({voice})")
+    with bar, tempfile.TemporaryDirectory(prefix="voxtrain-corpus-") as tmp:
+        aligned = _render(piper, normalized, wav_paths, Path(tmp), advance)
+    seconds, records = _measure_and_align(ids, wav_paths, aligned)
+    _write_alignments(out_dir, records, len(ids))
+    # Written last, so an interrupted run never leaves metadata pointing at missing wavs.
+    rows = zip(ids, sentences, normalized, strict=True)
+    write_text_atomic(out_dir / "metadata.csv", "".join(f"{i}|{t}|{n}\n" for i, t, n in rows))
+    return CorpusSummary(n_clips=len(ids), seconds=seconds, voice=voice, out_dir=out_dir,
+                         with_alignments=bool(records))
+
+
+def _clear_previous_run(out_dir: Path, ids: list[str]) -> list[Path]:
+    """Remove what an earlier make-corpus wrote here (its clips may be more or other ones);
+    returns the wav path of each clip id."""
     wav_dir = out_dir / "wavs"
     wav_dir.mkdir(parents=True, exist_ok=True)
     for stale in [*wav_dir.glob("vox_*.wav"), out_dir / "metadata.csv", out_dir / "alignments.jsonl"]:
         stale.unlink(missing_ok=True)
-    wav_paths = [wav_dir / f"{clip_id}.wav" for clip_id in ids]
+    return [wav_dir / f"{clip_id}.wav" for clip_id in ids]
 
-    bar, advance = _progress(progress, len(ids), f"make-corpus ({voice})")
-    with bar, tempfile.TemporaryDirectory(prefix="voxtrain-corpus-") as tmp:
-        if voice == "espeak":
-            aligned: list = _espeak_clips(normalized, wav_paths, advance)
-        else:
-            python = _piper_python(piper_exe)
-            if _server_supported(python):
-                aligned = _piper_server_clips(python, model, normalized, wav_paths, Path(tmp), advance)
-            else:
-                aligned = _piper_cli_clips(piper_exe, model, config, normalized, wav_paths, Path(tmp),
-                                           advance)
 
+def _render(
+    piper: tuple[Path, Path, Path] | None, texts: list[str], wav_paths: list[Path], workdir: Path,
+    advance: Callable[[], None],
+) -> list[tuple[list[str], list[float]] | None]:
+    """Write one wav per text with espeak (piper None) or piper (model, config, executable);
+    returns each clip's (phonemes, seconds per phoneme) where the voice reports them."""
+    if piper is None:
+        return _espeak_clips(texts, wav_paths, advance)
+    model, config, piper_exe = piper
+    python = _piper_python(piper_exe)
+    if _server_supported(python):
+        return _piper_server_clips(python, model, texts, wav_paths, workdir, advance)
+    return _piper_cli_clips(piper_exe, model, config, texts, wav_paths, workdir, advance)
+
+
+def _measure_and_align(
+    ids: list[str], wav_paths: list[Path], aligned: list[tuple[list[str], list[float]] | None]
+) -> tuple[float, list[dict]]:
+    """Total audio seconds, and the alignment records of the clips whose alignment fits their wav."""
     seconds, records = 0.0, []
     for clip_id, path, clip in zip(ids, wav_paths, aligned, strict=True):
         info = sf.info(str(path))
@@ -371,18 +393,14 @@ def make_corpus(
             record = _alignment_record(clip_id, clip[0], clip[1], info.samplerate, info.frames)
             if record is not None:
                 records.append(record)
-    if records:
-        with open(out_dir / "alignments.jsonl", "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        if len(records) < len(ids):
-            print(f"warning: piper gave no usable alignment for {len(ids) - len(records)} of {len(ids)} "
-                  "clips; alignments.jsonl lists only the aligned ones", file=sys.stderr)
+    return seconds, records
 
-    # Written last, so an interrupted run never leaves metadata pointing at missing wavs.
-    tmp_meta = out_dir / "metadata.csv.tmp"
-    rows = zip(ids, sentences, normalized, strict=True)
-    tmp_meta.write_text("".join(f"{i}|{t}|{n}\n" for i, t, n in rows), encoding="utf-8")
-    os.replace(tmp_meta, out_dir / "metadata.csv")
-    return CorpusSummary(n_clips=len(ids), seconds=seconds, voice=voice, out_dir=out_dir,
-                         with_alignments=bool(records))
+
+def _write_alignments(out_dir: Path, records: list[dict], n_clips: int) -> None:
+    if not records:
+        return
+    write_text_atomic(out_dir / "alignments.jsonl",
+                      "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+    if len(records) < n_clips:
+        print(f"warning: piper gave no usable alignment for {n_clips - len(records)} of {n_clips} "
+              "clips; alignments.jsonl lists only the aligned ones", file=sys.stderr)
