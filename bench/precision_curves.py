@@ -1,7 +1,7 @@
 """Does bf16 train like fp32? The same short run in both precisions, against seed noise.
 
     python bench/precision_curves.py --features demo/features            # tiny config, 1000 steps
-    python bench/precision_curves.py --features F --steps 300 --out /tmp/pc
+    python bench/precision_curves.py --features F --steps 300 --out bench/runs/precision_curves
 
 Trains `voxtrain train` three times on one feature store (real command, real data):
 fp32 with seed A, bf16 with seed A and fp32 with seed B. The two fp32 runs differ only in

@@ -1,7 +1,8 @@
 """Does the trained voice speak, and does it align? Prints one JSON object.
 
-  python bench/quality.py --workdir /work/qual            # corpus -> prepare -> train -> evaluate
-  python bench/quality.py --workdir /work/qual --skip-train   # evaluate an existing run
+  python bench/quality.py                   # corpus -> prepare -> train -> evaluate, in bench/runs/quality
+  python bench/quality.py --skip-train      # evaluate the run already there
+  python bench/quality.py --workdir DIR     # work elsewhere (DIR/corpus, features, run, eval)
 
 1. A piper demo corpus (`--sentences`, default 600), prepared without silence trimming so
    frames line up with piper's own per-phoneme durations.
@@ -23,6 +24,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# bench/runs/ is gitignored: the corpus, features and run of a benchmark stay out of the repository.
+DEFAULT_WORKDIR = ROOT / "bench" / "runs" / "quality"
+
+
+def shown(path: Path) -> str:
+    """A path for the JSON result: relative to the repository when inside it, so results kept
+    in bench/results/ name no directory of the machine they were measured on."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def voxtrain(*args: str) -> list[str]:
@@ -54,7 +64,8 @@ def val_curve(run: Path) -> list[list[float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
+                    help="folder for the corpus, features, run and evaluation WAVs (default: bench/runs/quality)")
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "tiny.yaml")
     ap.add_argument("--sentences", type=int, default=600)
     ap.add_argument("--minutes", type=float, default=45.0)
@@ -71,7 +82,7 @@ def main() -> None:
 
     work = args.workdir
     corpus, features, run = work / "corpus", work / "features", work / "run"
-    result: dict = {"config": str(args.config)}
+    result: dict = {"config": shown(args.config)}
     if not (corpus / "metadata.csv").is_file():
         make_corpus(corpus, voice="piper", n_sentences=args.sentences, progress=False)
     if not (features / "COMPLETE").is_file():
@@ -83,7 +94,7 @@ def main() -> None:
     rundir = RunDir(run)
     weights = rundir.best_export if rundir.best_export.is_file() else rundir.checkpoint_files()[-1][1]
     acoustic = load_acoustic_model(weights)
-    result.update(checkpoint=str(weights), step=acoustic.step, val_mel_loss_curve=val_curve(run))
+    result.update(checkpoint=shown(weights), step=acoustic.step, val_mel_loss_curve=val_curve(run))
 
     # Intelligibility: the student and the teacher speak the same held-out sentences.
     heldout = load_sentences(HELDOUT_PATH)[: args.heldout]

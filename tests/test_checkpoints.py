@@ -296,3 +296,6 @@ def test_crafted_pickle_is_refused_everywhere(trainer_factory, tmp_path):
     assert r.returncode == 0 and "skipping corrupt checkpoint" in r.stderr
     assert not marker.exists()
     assert list_checkpoints(RunDir(t.run), verify=True)[-1].valid is False
+    # The trainer reports what it skipped, so status and monitor know without opening files.
+    assert any(e.get("event") == "checkpoint_corrupt" and e["step"] == 99 for e in t.metrics())
+    assert list_checkpoints(RunDir(t.run))[-1].valid is False

@@ -143,7 +143,7 @@ def test_padding_does_not_change_real_outputs() -> None:
         alone = run(model, collate([short]))
         padded = run(model, collate([short, long], pad_text=2, pad_mel=5))
         inf_alone = model.infer(short["phonemes"][None])
-        inf_padded = model.infer(collate([short, long])["phonemes"], torch.tensor([n, len(long["phonemes"])]))
+        inf_padded = model.infer(collate([short, long]).phonemes, torch.tensor([n, len(long["phonemes"])]))
     assert torch.equal(alone["duration_target"][0], padded["duration_target"][0, :n])
     close = dict(atol=1e-5, rtol=0)
     torch.testing.assert_close(alone["mel_pred"][0], padded["mel_pred"][0, :t], **close)

@@ -241,8 +241,8 @@ def test_snapshot_stays_import_light(tmp_path):
 def test_missing_run_dir(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no run directory"):
         run_snapshot(tmp_path / "nope")
-    assert print_status(tmp_path / "nope") == 2
-    assert monitor(tmp_path / "nope", once=True) == 2
+    assert print_status(tmp_path / "nope") == 1
+    assert monitor(tmp_path / "nope", once=True) == 1
     assert "no run directory" in capsys.readouterr().err
 
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the real imports stay inside the commands: `voxtrain --help
 #        corpus, feature store, run or checkpoint, a refused file, a failed pre-flight;
 #   2    the command line itself is wrong, knowable from argv alone (click's own checks and ours:
 #        conflicting options, a malformed path suffix), so scripts can tell "fix the call" from "retry";
-#   3+   training's own stop codes (see voxtrain.train.engine), passed through;
+#   3, 4 `train` only: the engine's stop codes (non-finite loss, no checkpoint saved), passed through;
 #   130  interrupted by Ctrl-C.
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
@@ -79,8 +79,8 @@ def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
 
 def _usage_error(message: str, param: str) -> NoReturn:
     """A wrong command line: shown like click's own usage errors (usage line, then the error), exit 2."""
-    # typer.BadParameter, not click's: typer >= 0.22 vendors its own click and catches only that one.
-    _fail(message)
+    # typer.BadParameter, not click's: newer typers vendor their own click and catch only its exceptions.
+    raise typer.BadParameter(message, param_hint=param)
 
 
 def _config(path: Path | None, overrides: list[str] | None) -> Config:
@@ -93,6 +93,8 @@ def _config(path: Path | None, overrides: list[str] | None) -> Config:
 
 
 def _require_run_dir(run: Path) -> None:
+    # Checked here rather than left to the ops functions, so every command that reads a run
+    # reports a missing one the same way: on stderr, exit 1.
     if not run.is_dir():
         _fail(f"no run directory at {run}")
 
@@ -329,10 +331,7 @@ def checkpoints(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> 
     from voxtrain.ops.report import print_checkpoints
 
     _require_run_dir(run)
-    try:
-        print_checkpoints(run)
-    except FileNotFoundError as err:  # the run vanished after the check above
-        _fail(str(err))
+    print_checkpoints(run)
 
 
 @app.command()

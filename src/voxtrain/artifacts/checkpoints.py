@@ -166,6 +166,7 @@ class CheckpointManager:
         self.on_event = on_event or (lambda name, step, **fields: None)
         self.log = log
         self.best = BestTracker()
+        self.corrupt: list[tuple[int, Path, str]] = []  # (step, path, why) found by load_latest
 
     # -- saving -------------------------------------------------------------------------
     def save(self, state: dict, step: int) -> Path | None:
@@ -264,6 +265,7 @@ class CheckpointManager:
                 validate_training_state(state, path)
             except CheckpointError as err:
                 self.log(f"WARNING: skipping corrupt checkpoint {path.name} (left on disk for inspection): {err}")
+                self.corrupt.append((step, path, str(err)))
                 self.on_event(Event.CHECKPOINT_CORRUPT, step, path=str(path), error=str(err))
                 continue
             self.best = BestTracker(state.get("best_step"), state.get("best_loss"))

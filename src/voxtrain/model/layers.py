@@ -119,8 +119,9 @@ class _DropoutFn(torch.autograd.Function):
 
 class Dropout(nn.Module):
     """Inverted dropout, several times faster than nn.Dropout on CPU, where bernoulli_ (one
-    generator call per element) is a visible part of a training step. Drop probability is round(p * 65536) / 65536 (0.100006 for 0.1); it
-    draws from torch's default generator, so seeding and checkpointed RNG states cover it."""
+    generator call per element) is a visible part of a training step. Drop probability is
+    round(p * 65536) / 65536 (0.100006 for 0.1); it draws from torch's default generator, so
+    seeding and checkpointed RNG states cover it."""
 
     def __init__(self, p: float) -> None:
         super().__init__()
@@ -140,7 +141,8 @@ class _KeepProbsAttention(torch.autograd.Function):
     On CPU the fused (flash) kernel's backward recomputes the scores in small blocks, which
     made a decoder layer's forward + backward slower than keeping them, at the price of
     B*H*T*T saved probabilities. Its forward is faster too (plain batched matmuls and one
-    softmax), at batch 1 as at training batches, so inference uses it as well. Scores and probabilities are in the inputs' dtype, as under autocast's own attention.
+    softmax), at batch 1 as at training batches, so inference uses it as well. Scores and
+    probabilities are in the inputs' dtype, as under autocast's own attention.
     """
 
     @staticmethod

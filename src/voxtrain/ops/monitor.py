@@ -282,7 +282,7 @@ def _snapshot_or_error(run: Path, tail: MetricsTail | None = None) -> tuple[RunS
         return run_snapshot(Path(run), tail), 0
     except (FileNotFoundError, NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return None, 2
+        return None, 1
     except OSError as err:  # e.g. an unreadable metrics file
         print(f"error: cannot read {run}: {err}", file=sys.stderr)
         return None, 1

@@ -182,6 +182,8 @@ class Trainer:
         self._last_saved = self.step if self.session.resume_state is not None else -1
         self._skipped_saves = 0
         self._announce(target)
+        for step, path, why in self.session.corrupt_checkpoints:  # found before the recorder existed
+            self._event(Event.CHECKPOINT_CORRUPT, step, path=str(path), error=why)
         if self.step >= target:
             return TrainResult(EXIT_OK, self.step, f"already at step {self.step} >= target {target}")
         self.stop.install()

@@ -54,6 +54,8 @@ class RunSession:
     init_weights: dict[str, torch.Tensor] | None = None
     init_from: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    # Checkpoints that failed to load while looking for one to resume: (step, path, why).
+    corrupt_checkpoints: list[tuple[int, Path, str]] = field(default_factory=list)
 
     def describe(self) -> str:
         if self.resume_state is not None:
@@ -201,8 +203,9 @@ def prepare_session(opts: TrainOptions, store: FeatureStore, run: RunDir, write:
         run.create()
         for stale in remove_temp_files(run.checkpoints):
             log.warning("removed %s left by an interrupted save", stale.name)
-    latest = CheckpointManager(run, cfg.checkpoint, log=log.warning).load_latest()
-    session = RunSession(config=cfg, mode="train", versions=library_versions())
+    finder = CheckpointManager(run, cfg.checkpoint, log=log.warning)
+    latest = finder.load_latest()
+    session = RunSession(config=cfg, mode="train", versions=library_versions(), corrupt_checkpoints=finder.corrupt)
     if latest is not None:
         state, path = latest
         if opts.init_from:
