@@ -20,7 +20,8 @@ if TYPE_CHECKING:  # the real imports stay inside the commands: `voxtrain --help
 #        corpus, feature store, run or checkpoint, a refused file, a failed pre-flight;
 #   2    the command line itself is wrong, knowable from argv alone (click's own checks and ours:
 #        conflicting options, a malformed path suffix), so scripts can tell "fix the call" from "retry";
-#   3, 4 `train` only: the engine's stop codes (non-finite loss, no checkpoint saved), passed through;
+#   3-5  `train` only: the engine's stop codes (3 non-finite loss, 4 no checkpoint could be saved,
+#        5 out of memory even one clip at a time), passed through; the last good weights are saved;
 #   130  interrupted by Ctrl-C.
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
@@ -302,6 +303,10 @@ def synth(
     precision: Annotated[
         str, typer.Option(help="auto (bf16 on CPUs/GPUs with native bf16, else fp32), fp32, bf16 or fp16.")
     ] = "auto",
+    foreign_text: Annotated[
+        str, typer.Option(help="Letters outside the voice's language (e.g. Japanese for an English voice): "
+                               "spell (espeak reads their names), drop, or refuse. Always named in a warning.")
+    ] = "spell",
 ) -> None:
     """Synthesize text to WAV with a trained model and a neural vocoder."""
     from voxtrain.synth import SynthError, synthesize
@@ -317,7 +322,8 @@ def synth(
         texts = [text]
     try:
         paths = synthesize(
-            texts if len(texts) > 1 else texts[0], checkpoint, out, vocoder, vocoder_path, pace, precision=precision
+            texts if len(texts) > 1 else texts[0], checkpoint, out, vocoder, vocoder_path, pace, precision=precision,
+            foreign_text=foreign_text,
         )
     except (SynthError, VocoderError) as err:
         _fail(str(err))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,14 @@ from voxtrain.malloc import retain_freed_memory
 from voxtrain.model import FastSpeech2
 from voxtrain.precision import autocast, resolve_precision, store_weights_for_autocast
 from voxtrain.text import SymbolTable, TextProcessor
+from voxtrain.text.script import describe, foreign_characters
+
+log = logging.getLogger("voxtrain.synth")
+
+# What synthesis does with letters of another script and with pictographic symbols:
+# spell: espeak-ng reads each by its name (what it always did, now with a warning),
+# drop: removed before phonemization, with a warning; refuse: an error naming them.
+FOREIGN_TEXT = ("spell", "drop", "refuse")
 
 
 class SynthError(ValueError):
@@ -58,10 +67,16 @@ class Synthesizer:
         vocoder_path: str | Path | None = None,
         device: str | torch.device = "cpu",
         precision: str = "auto",
+        foreign_text: str = "spell",
     ):
         """precision: auto (bf16 where the device computes it natively, else fp32), fp32,
-        bf16 or fp16, applied as autocast to both models."""
+        bf16 or fp16, applied as autocast to both models. foreign_text: what to do with letters
+        outside the voice's language and pictographic symbols (see FOREIGN_TEXT)."""
         from voxtrain.vocoder import load_vocoder
+
+        if foreign_text not in FOREIGN_TEXT:
+            raise SynthError(f"foreign_text must be one of {', '.join(FOREIGN_TEXT)}, got {foreign_text!r}")
+        self.foreign_text = foreign_text
 
         retain_freed_memory()
         self.acoustic = acoustic
@@ -79,7 +94,25 @@ class Synthesizer:
     def sample_rate(self) -> int:
         return self.acoustic.config.audio.sample_rate
 
+    def _screen(self, text: str) -> str:
+        """Apply the foreign-text policy to one text; every character affected is named in a warning."""
+        chars = foreign_characters(text, self.acoustic.config.text.language)
+        if not chars:
+            return text
+        language = self.acoustic.config.text.language
+        if self.foreign_text == "refuse":
+            raise SynthError(f"{text!r} has characters outside the voice's language ({language}): "
+                             f"{describe(chars)}. Rewrite them, or choose foreign_text='spell' or 'drop'")
+        if self.foreign_text == "drop":
+            log.warning("dropped characters outside the voice's language (%s) from %r: %s",
+                        language, text, describe(chars))
+            return "".join(c for c in text if c not in chars)
+        log.warning("characters outside the voice's language (%s) in %r are spelled by espeak-ng as their "
+                    "names (e.g. 'Japanese letter'): %s", language, text, describe(chars))
+        return text
+
     def phoneme_ids(self, texts: list[str], allow_unknown: bool = False) -> list[list[int]]:
+        texts = [self._screen(t) for t in texts]
         processed = self.text.process(texts)
         for text, p in zip(texts, processed):
             unknown = self.acoustic.symbols.unknown(p.phonemes)
@@ -130,14 +163,16 @@ def synthesize(
     pace: float = 1.0,
     device: str = "cpu",
     precision: str = "auto",
+    foreign_text: str = "spell",
 ) -> list[Path]:
-    """Synthesize one text to `out` (a .wav path) or several texts into `out/` (a directory)."""
+    """Synthesize one text to `out` (a .wav path) or several texts into `out/` (a directory).
+    foreign_text: spell, drop or refuse letters outside the voice's language (see FOREIGN_TEXT)."""
     texts = [text] if isinstance(text, str) else list(text)
     texts = [t for t in (t.strip() for t in texts) if t]
     if not texts:
         raise SynthError("no text to synthesize")
     acoustic = load_acoustic_model(checkpoint, device)
-    synth = Synthesizer(acoustic, vocoder, vocoder_path, device, precision)
+    synth = Synthesizer(acoustic, vocoder, vocoder_path, device, precision, foreign_text)
     # The model was loaded for this call alone, so its weights can take the autocast dtype.
     store_weights_for_autocast(acoustic.model, synth.precision)
     out = Path(out)

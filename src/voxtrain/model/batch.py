@@ -35,6 +35,21 @@ class Batch:
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
+    def split(self, parts: int) -> list[Batch]:
+        """The same utterances as `parts` smaller batches (as even as possible), each trimmed
+        to its own longest item, so a smaller batch also needs less memory for padding."""
+        n = len(self)
+        bounds = [round(i * n / parts) for i in range(parts + 1)]
+        out = []
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            if hi <= lo:
+                continue
+            n_max, t_max = int(self.phoneme_lens[lo:hi].max()), int(self.mel_lens[lo:hi].max())
+            out.append(Batch(self.phonemes[lo:hi, :n_max], self.phoneme_lens[lo:hi], self.mels[lo:hi, :t_max],
+                             self.mel_lens[lo:hi], self.pitch[lo:hi, :t_max], self.energy[lo:hi, :t_max],
+                             ids=self.ids[lo:hi]))
+        return out
+
     def frame_counts(self) -> tuple[int, int]:
         """(real, padded) mel frames. Call it on the host copy: on a GPU it would sync."""
         return int(self.mel_lens.sum()), int(self.mel_lens.max()) * len(self)

@@ -389,6 +389,10 @@ def _event_warnings(s: RunSnapshot, traj: Trajectory) -> list[str]:
     exports = events.get(Event.EXPORT_SKIPPED)
     if exports:
         out.append(f"best-model export skipped {len(exports)} time(s): {exports[-1].get('reason', '?')}")
+    retries = events.get(Event.OUT_OF_MEMORY_RETRY)
+    if retries:
+        out.append(f"{len(retries)} step(s) ran out of memory and were redone in smaller micro-batches, last at "
+                   f"step {retries[-1].get('step')}: lower training.batch_size or set training.batch_frames")
     return out
 
 

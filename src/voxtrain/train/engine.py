@@ -30,12 +30,12 @@ from voxtrain.train.runtime import LogWindow, make_accelerator, own_process_grou
 from voxtrain.train.session import RunSession, TrainOptions, match_weights, prepare_session
 from voxtrain.train.signals import StopRequest
 from voxtrain.train.state import capture_rng, lr_at, restore_rng, seed_everything
-from voxtrain.train.step import train_step
+from voxtrain.train.step import StepResult, is_out_of_memory, train_step
 from voxtrain.train.validation import Validator
 
 log = logging.getLogger("voxtrain.train")
 
-EXIT_OK, EXIT_NONFINITE, EXIT_NO_CHECKPOINT = 0, 3, 4
+EXIT_OK, EXIT_NONFINITE, EXIT_NO_CHECKPOINT, EXIT_OUT_OF_MEMORY = 0, 3, 4, 5
 
 
 @dataclass
@@ -64,7 +64,8 @@ class Trainer:
         self._build_model()
         self._build_loader()
         resume = self.session.resume_state
-        self.recorder = RunRecorder(self.run, resume["step"] if resume else None) if self.is_main else None
+        self.recorder = RunRecorder(self.run, resume["step"] if resume else None, config=self.cfg,
+                                    log=log.warning) if self.is_main else None
         self.ckpt = CheckpointManager(self.run, self.cfg.checkpoint, on_event=self._event, log=log.warning)
         self.step, self.epoch, self.batch_in_epoch, self.nonfinite_total = 0, 0, 0, 0
         if resume is not None:
@@ -208,9 +209,9 @@ class Trainer:
             t0 = time.perf_counter()
             drawn = [next(batches) for _ in range(tcfg.grad_accum)]
             lr = lr_at(self.step + 1, tcfg)
-            result = train_step(self.model, self.loss_fn, self.optimizer, self.accelerator,
-                                [batch for _, _, batch in drawn], self.step, lr, tcfg.grad_clip,
-                                check_grad_norm=self.precision != "fp16")  # fp16's scaler owns overflows
+            result = self._step([batch for _, _, batch in drawn], lr)
+            if result is None:
+                return self._out_of_memory_message([batch for _, _, batch in drawn]), EXIT_OUT_OF_MEMORY
             self.epoch, self.batch_in_epoch = drawn[-1][0], drawn[-1][1]
             if not result.applied:
                 self.nonfinite_total += 1
@@ -241,6 +242,43 @@ class Trainer:
             f"no checkpoint at all in {self.run.checkpoints}: stopped at step {self.step} rather than train on "
             f"with nothing to resume from. Free disk space, lower checkpoint.disk_margin_mb ({ck.disk_margin_mb:g} "
             f"MB) or checkpoint.keep_last ({ck.keep_last}), or use a --run on a larger disk."
+        )
+
+    def _step(self, micro_batches: list[Batch], lr: float) -> StepResult | None:
+        """One optimizer step. When a batch does not fit in memory, the step is redone with each
+        micro-batch split in two, then four..., so it stays one optimizer step over the same
+        clips; None when even single clips do not fit (or with several processes, where one
+        rank retrying alone would leave the others waiting in the gradient all-reduce)."""
+        tcfg = self.cfg.training
+        while True:
+            try:
+                return train_step(self.model, self.loss_fn, self.optimizer, self.accelerator, micro_batches,
+                                  self.step, lr, tcfg.grad_clip,
+                                  check_grad_norm=self.precision != "fp16")  # fp16's scaler owns overflows
+            except (RuntimeError, torch.OutOfMemoryError) as err:
+                if not is_out_of_memory(err):
+                    raise
+                self.optimizer.zero_grad(set_to_none=True)  # the failed attempt's partial gradients
+                if self.accelerator.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if self.accelerator.num_processes > 1 or all(len(b) == 1 for b in micro_batches):
+                    log.error("out of memory at step %d: %s", self.step + 1, str(err).splitlines()[0])
+                    return None
+                micro_batches = [part for b in micro_batches for part in b.split(2)]
+                log.warning("out of memory at step %d: retrying the step as %d smaller micro-batches (the "
+                            "same clips, still one optimizer step); lower training.batch_size or set "
+                            "training.batch_frames to avoid the retries", self.step + 1, len(micro_batches))
+                self._event(Event.OUT_OF_MEMORY_RETRY, self.step, micro_batches=len(micro_batches))
+
+    def _out_of_memory_message(self, micro_batches: list[Batch]) -> str:
+        t = self.cfg.training
+        padded = max(b.frame_counts()[1] for b in micro_batches)
+        return (
+            f"out of memory at step {self.step + 1} on {self.accelerator.device}: a micro-batch of up to "
+            f"{max(len(b) for b in micro_batches)} clips ({padded} padded mel frames) does not fit. Saved the last "
+            f"good weights (step {self.step}) and stopped. Lower training.batch_size ({t.batch_size}) or set "
+            f"training.batch_frames ({t.batch_frames or 'off'}) and raise training.grad_accum ({t.grad_accum}) to "
+            f"keep the global batch; data.num_workers and shorter audio.max_seconds also help."
         )
 
     def _nonfinite_message(self, n: int) -> str:

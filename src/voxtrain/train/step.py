@@ -10,12 +10,30 @@ host sync per step is the finiteness check the skip decision needs (on a GPU eve
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from voxtrain.model import Batch, FastSpeech2Loss
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's failure (a RuntimeError on CPU)."""
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+
+
+def _simulate_out_of_memory(padded_frames: int) -> None:
+    """VOXTRAIN_TEST_OOM_ABOVE_FRAMES=N makes a micro-batch of more than N padded frames fail
+    as CUDA's out-of-memory does. A real CPU allocation failure cannot be provoked here
+    without breaking everything else in the process (thread stacks, oneDNN scratch space),
+    so tests of the recovery path use this; nothing else sets it."""
+    limit = int(os.environ.get("VOXTRAIN_TEST_OOM_ABOVE_FRAMES", "0") or 0)
+    if limit and padded_frames > limit:
+        raise torch.OutOfMemoryError(f"simulated: {padded_frames} padded frames > {limit} (VOXTRAIN_TEST_OOM_ABOVE_FRAMES)")
 
 
 @dataclass
@@ -49,6 +67,7 @@ def train_step(
     frames = padded = 0
     for k, host_batch in enumerate(micro_batches):
         real, total = host_batch.frame_counts()  # counted on the host copy: no device sync
+        _simulate_out_of_memory(total)
         frames, padded = frames + real, padded + total
         batch = host_batch.to(accelerator.device, non_blocking=True)
         sync = k == n - 1 or accelerator.num_processes == 1
