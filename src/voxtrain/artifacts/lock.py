@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from voxtrain.artifacts.layout import RunDir
+from voxtrain.atomic import write_text_atomic
 
 
 def exclusive_lock(path: Path, attempts: int = 1, wait: float = 0.2) -> IO | None:
@@ -118,7 +119,7 @@ class RunLock:
             self.log(f"clearing stale PID file of dead trainer (pid {stale.pid})")
         self._file = f
         info = {"pid": os.getpid(), "started": time.time(), "host": socket.gethostname()}
-        self.run.pid_file.write_text(json.dumps(info) + "\n")
+        write_text_atomic(self.run.pid_file, json.dumps(info) + "\n")  # a reader never sees half a PID
         return self
 
     def release(self) -> None:
