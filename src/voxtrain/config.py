@@ -169,11 +169,39 @@ class TrainingConfig(_Section):
         ],
         description="Sentences synthesized to samples/ at every validation.",
     )
+    # The trackers Accelerate knows (`accelerate.tracking.LOGGER_TYPE_TO_CLASS`; a test keeps the two
+    # equal), named here so that a config loads without importing accelerate and torch.
+    trackers: list[
+        Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio"]
+    ] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="Experiment trackers (Accelerate's) that get the run's scalars, images, audio and resolved "
+        "config; metrics.jsonl is written whatever this says. One that cannot start is a warning, not a dead "
+        "run. wandb and mlflow: pip install 'voxtrain[trackers]'.",
+    )
+    tracker_project: str = Field(
+        "voxtrain", min_length=1,
+        description="W&B project / MLflow experiment the run is filed under (the run is named after its directory).",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI. Unset: $MLFLOW_TRACKING_URI if set, else a local file store in RUN/mlruns.",
+    )
+    wandb_mode: Literal["offline", "online", "disabled"] = Field(
+        "offline", description="W&B mode. offline writes RUN/wandb only (upload later with `wandb sync`)."
+    )
 
     @model_validator(mode="after")
     def _check_betas(self) -> TrainingConfig:
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must each be in [0, 1), got {list(self.betas)}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_trackers(self) -> TrainingConfig:
+        repeated = sorted({t for t in self.trackers if self.trackers.count(t) > 1})
+        if repeated:
+            raise ValueError(f"trackers lists {', '.join(repeated)} more than once")
         return self
 
 

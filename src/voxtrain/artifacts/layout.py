@@ -4,7 +4,7 @@
       config.yaml  run.json  metrics.jsonl
       checkpoints/ckpt-step00025000.pt  checkpoints/best.safetensors (+ best.json)
       samples/step_0001000/sample_001.wav
-      tensorboard/
+      tensorboard/  mlruns/ (MLflow's local store, when that tracker is on)  wandb/ (W&B offline runs)
       logs/train_YYYYmmdd_HHMMSS.log  logs/train.pid  logs/train.lock
 
 The feature store names its own paths in `voxtrain.artifacts.store`.
@@ -79,6 +79,17 @@ class RunDir:
     @property
     def tensorboard(self) -> Path:
         return self.root / "tensorboard"
+
+    @property
+    def mlruns(self) -> Path:
+        """The local MLflow file store of `training.trackers: [mlflow]` when no tracking URI is set."""
+        return self.root / "mlruns"
+
+    @property
+    def wandb(self) -> Path:
+        """W&B's local files (an offline run's, for `wandb sync`): W&B makes this folder itself
+        inside the `dir` it is given, which is therefore `wandb.parent`."""
+        return self.root / "wandb"
 
     @property
     def logs(self) -> Path:

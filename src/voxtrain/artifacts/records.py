@@ -35,9 +35,12 @@ class Event:
     NONFINITE_SKIP = "nonfinite_skip"
     BEST_EXPORTED = "best_exported"
     EXPORT_SKIPPED = "export_skipped"
+    OUT_OF_MEMORY_RETRY = "out_of_memory_retry"
+    TRACKER_FAILED = "tracker_failed"
 
     # The ones a person watching the run must be told about.
-    WARNINGS = (CHECKPOINT_SKIPPED, CHECKPOINT_CORRUPT, NONFINITE_SKIP, EXPORT_SKIPPED)
+    WARNINGS = (CHECKPOINT_SKIPPED, CHECKPOINT_CORRUPT, NONFINITE_SKIP, EXPORT_SKIPPED, OUT_OF_MEMORY_RETRY,
+                TRACKER_FAILED)
 
 
 def jsonable(value: Any) -> Any:

@@ -49,7 +49,9 @@ def monotonic_alignment_search(log_attn: Tensor, text_lens: Tensor, mel_lens: Te
     index = (text_lens - 1).clamp_min(0).to(torch.long)
     for t in range(t_max - 1, -1, -1):
         active = t < mel_lens
-        hard[rows[active], t, index[active]] = 1
+        # A write of 0/1 to every row, not a write of 1 to the active rows: boolean indexing
+        # would make the GPU report the active count to the host at every frame.
+        hard[rows, t, index] = active.to(hard.dtype)
         step = from_prev[rows, t, index] & active
         index = (index - step.long()).clamp_min(0)
     return hard

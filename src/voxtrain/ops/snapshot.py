@@ -389,6 +389,9 @@ def _event_warnings(s: RunSnapshot, traj: Trajectory) -> list[str]:
     exports = events.get(Event.EXPORT_SKIPPED)
     if exports:
         out.append(f"best-model export skipped {len(exports)} time(s): {exports[-1].get('reason', '?')}")
+    for failed in events.get(Event.TRACKER_FAILED, []):
+        out.append(f"experiment tracker {failed.get('tracker', '?')} failed ({failed.get('during', '?')}): "
+                   f"{failed.get('error', '?')}; the run goes on without it")
     retries = events.get(Event.OUT_OF_MEMORY_RETRY)
     if retries:
         out.append(f"{len(retries)} step(s) ran out of memory and were redone in smaller micro-batches, last at "

@@ -33,7 +33,8 @@ def _simulate_out_of_memory(padded_frames: int) -> None:
     so tests of the recovery path use this; nothing else sets it."""
     limit = int(os.environ.get("VOXTRAIN_TEST_OOM_ABOVE_FRAMES", "0") or 0)
     if limit and padded_frames > limit:
-        raise torch.OutOfMemoryError(f"simulated: {padded_frames} padded frames > {limit} (VOXTRAIN_TEST_OOM_ABOVE_FRAMES)")
+        raise torch.OutOfMemoryError(
+            f"simulated: {padded_frames} padded frames > {limit} (VOXTRAIN_TEST_OOM_ABOVE_FRAMES)")
 
 
 @dataclass
