@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,45 @@ SILENCE_FLOOR = 1e-5
 # Writers that stream WAV (pipes) leave the data size as 0 or 0xFFFFFFFF; those values
 # carry no claim about the length, so they cannot indicate truncation.
 _UNKNOWN_DATA_SIZES = (0, 0xFFFFFFFF)
+
+
+# Audio file extensions a corpus may use, in the order tried when one id has several files,
+# each with the libsndfile (major format, subtype) needed to decode it. Lossless first: with
+# both a .wav and an .mp3 of a clip, the .wav is the better one.
+AUDIO_FORMATS: dict[str, tuple[str, str]] = {
+    ".wav": ("WAV", ""),
+    ".flac": ("FLAC", ""),
+    ".ogg": ("OGG", "VORBIS"),
+    ".opus": ("OGG", "OPUS"),
+    ".mp3": ("MP3", "MPEG_LAYER_III"),
+}
+# The first libsndfile releases that decode a format, for the advice in a refusal.
+_SINCE = {"MP3": "1.1.0", "OPUS": "1.0.29"}
+
+
+def libsndfile_formats() -> dict[str, set[str]]:
+    """What this process's libsndfile decodes: major format -> its subtypes."""
+    return {fmt: set(sf.available_subtypes(fmt)) for fmt in sf.available_formats()}
+
+
+def format_problem(ext: str, available: Mapping[str, Collection[str]] | None = None) -> str:
+    """Why files ending in `ext` (".mp3") cannot be decoded here, or "" when they can.
+
+    `available` is what libsndfile_formats() returns, by default that of this process: the
+    answer depends on the libsndfile inside the installed soundfile wheel, not on voxtrain.
+    """
+    if ext not in AUDIO_FORMATS:
+        return f"{ext or 'no extension'} is not an audio format voxtrain reads ({', '.join(AUDIO_FORMATS)})"
+    fmt, subtype = AUDIO_FORMATS[ext]
+    available = libsndfile_formats() if available is None else available
+    if fmt in available and (not subtype or subtype in available[fmt]):
+        return ""
+    need = subtype if fmt == "OGG" else fmt
+    since = f" (it needs libsndfile >= {_SINCE[need]})" if need in _SINCE else ""
+    return (
+        f"{ext} ({need}) cannot be decoded by the libsndfile {sf.__libsndfile_version__} of this "
+        f"soundfile {sf.__version__}{since}"
+    )
 
 
 class AudioError(Exception):
@@ -75,7 +115,7 @@ def _wav_truncation(path: Path) -> str | None:
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
-    """Read a WAV/FLAC/... file as float32 mono at `sample_rate`.
+    """Read a WAV/FLAC/OGG/MP3/... file as float32 mono at `sample_rate`.
 
     Channels are averaged; other rates are resampled with soxr. Raises `AudioError`.
     """
@@ -94,7 +134,11 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
             src_rate = f.samplerate
             data = f.read(dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, OSError) as err:
-        raise AudioError("unreadable_audio", f"{path}: {err}") from None
+        # Name the format the extension promised: "Format not recognised" alone does not say
+        # that a file called .mp3 is not an MP3 (a renamed .m4a, a download error page).
+        fmt = AUDIO_FORMATS.get(path.suffix.lower(), ("",))[0]
+        what = f"not a decodable {fmt} file: " if fmt else ""
+        raise AudioError("unreadable_audio", f"{path}: {what}{err}") from None
     if len(data) < declared:
         raise AudioError("unreadable_audio", f"{path}: truncated: read {len(data)} of {declared} frames")
     if data.size == 0:

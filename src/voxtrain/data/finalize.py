@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from voxtrain.artifacts.store import STORE_VERSION, file_sha256, shard_array_path
+from voxtrain.artifacts.store import SHARD_ARRAYS, STORE_VERSION, file_sha256, shard_array_path
 from voxtrain.atomic import write_atomic, write_json_atomic
 from voxtrain.config import Config
 
@@ -111,14 +112,29 @@ def write_rejected(path: Path, metas: list[dict[str, Any]]) -> None:
     write_atomic(("\n".join(lines) + "\n").encode("utf-8"), path)
 
 
+def shard_files(shards_dir: Path, metas: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every shard array, by file name, as each shard's .json recorded
+    them when the arrays were written; COMPLETE carries them for FeatureStore to verify."""
+    return {
+        shard_array_path(shards_dir, m["shard"], key).name: m["files"][key] for m in metas for key in SHARD_ARRAYS
+    }
+
+
 def finalize_store(
-    out_dir: Path, metas: list[dict[str, Any]], config: Config, symbols: Any, feature_config: dict[str, Any]
+    out_dir: Path,
+    metas: list[dict[str, Any]],
+    config: Config,
+    symbols: Any,
+    feature_config: dict[str, Any],
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Write every store-level file; COMPLETE only when there is at least one clip."""
+    """Write every store-level file; COMPLETE only when there is at least one clip.
+    `notes` (what reading metadata.csv assumed) lead the warnings."""
     shards_dir = out_dir / "shards"
     write_rejected(out_dir / "rejected.tsv", metas)
     clips = [(m["shard"], c) for m in metas for c in m["clips"]]
     val, warnings = split_ids([c["id"] for _, c in clips], config.data.val_size, config.data.split_seed)
+    warnings = list(notes) + warnings
     stats = compute_stats(shards_dir, metas, val)
     if clips and stats["voiced_train_frames"] == 0:
         warnings.append("no voiced frame in the training clips: pitch statistics are placeholders (0, 1)")
@@ -153,6 +169,7 @@ def finalize_store(
         "hours": stats["hours"],
         "fingerprint": file_sha256(manifest),
         "warnings": warnings,
+        "shard_files": shard_files(shards_dir, metas),
     }
     if clips:
         write_json_atomic(out_dir / "COMPLETE", summary)

@@ -28,7 +28,7 @@ from voxtrain.artifacts.store import (
 from voxtrain.atomic import remove_temp_files, write_json_atomic
 from voxtrain.config import Config
 from voxtrain.data.finalize import finalize_store
-from voxtrain.data.metadata import Entry, PrepareError, check_corpus_dir, parse_metadata
+from voxtrain.data.metadata import Entry, PrepareError, check_corpus_dir, read_metadata
 from voxtrain.data.pool import ShardJob, progress_bar, run_jobs
 from voxtrain.text import SymbolTable
 
@@ -146,12 +146,15 @@ def prepare_corpus(
 ) -> PrepareReport:
     """Validate a corpus and write its feature store to out_dir (resuming a stopped run).
 
-    Raises PrepareError only when the corpus folder is wrong, out_dir holds features of
-    other settings, or no clip is usable; every other problem is one rejected clip.
+    Raises PrepareError only when the corpus folder or the layout of its metadata.csv is
+    wrong, out_dir holds features of other settings, or no clip is usable; every other
+    problem is one rejected clip.
     """
     t0 = time.monotonic()
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     check_corpus_dir(corpus_dir)
+    # Read before out_dir is touched: a refused metadata.csv must leave an existing store whole.
+    metadata = read_metadata(corpus_dir)
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
     out_dir.mkdir(parents=True, exist_ok=True)
     shards_dir, wavs_dir = out_dir / "shards", corpus_dir / "wavs"
@@ -164,11 +167,11 @@ def prepare_corpus(
         remove_temp_files(out_dir)
         remove_temp_files(shards_dir)
         symbols, settings = _symbols_and_settings(feature_config)
-        plan = _plan_shards(parse_metadata(corpus_dir), wavs_dir, shards_dir, config.data.shard_size, settings)
+        plan = _plan_shards(metadata.entries, wavs_dir, shards_dir, config.data.shard_size, settings)
         bar = progress_bar(progress)
         run_jobs(plan.jobs, out_dir, wavs_dir, config, symbols, workers, bar, plan.reused_entries)
         metas = _shard_metas(plan, shards_dir)
-        summary = finalize_store(out_dir, metas, config, symbols, feature_config)
+        summary = finalize_store(out_dir, metas, config, symbols, feature_config, metadata.warnings)
     return _build_report(summary, metas, plan, corpus_dir, out_dir, t0)
 
 
