@@ -190,9 +190,11 @@ class Trainer:
         self.stop.install()
         try:
             reason, code = self._loop(target)
+            # Still under the stop handler: a second signal during this save must exit at once
+            # (the handler left the kernel's default action), not raise KeyboardInterrupt in Python.
+            self.save()
         finally:
             self.stop.uninstall()
-        self.save()
         self._event(Event.STOP, reason=reason, exit_code=code)
         log.info("%s at step %d", reason, self.step)
         self.accelerator.end_training()

@@ -187,13 +187,24 @@ def _check_compatible(cfg: Config, store: FeatureStore, state: dict, path: Path)
             + "\nUse the run's own config.yaml, or start a new run (--run NEW) / fine-tune with --init-from."
         )
     if state.get("symbols") != store.symbols.to_dict():
-        raise SessionError(f"cannot resume from {path}: the feature store uses a different symbol table")
+        raise SessionError(f"cannot resume from {path}: the feature store uses a different symbol table "
+                           f"({_symbol_changes(state.get('symbols') or {}, store.symbols.to_dict())}); "
+                           f"train on the store this run was prepared with, or start a new run")
     other = diff_dicts(saved.get("training"), cfg.to_dict()["training"], "training")
     other += diff_dicts(saved.get("model"), cfg.to_dict()["model"], "model")
     for line in other:
         log.warning("config changed since the checkpoint: %s", line)
     if state.get("dataset_fingerprint") not in (None, store.fingerprint):
         log.warning("the feature store differs from the one this run was trained on (fingerprint changed)")
+
+
+def _symbol_changes(saved: dict, current: dict) -> str:
+    old, new = list(saved.get("symbols", [])), list(current.get("symbols", []))
+    added = [x for x in new if x not in old]
+    removed = [x for x in old if x not in new]
+    parts = [f"new in the store: {' '.join(added)}"] if added else []
+    parts += [f"missing from the store: {' '.join(removed)}"] if removed else []
+    return "; ".join(parts) or f"the same {len(new)} symbols in another order"
 
 
 def prepare_session(opts: TrainOptions, store: FeatureStore, run: RunDir, write: bool = True) -> RunSession:
