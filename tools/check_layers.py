@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("bottom", {"config", "atomic", "precision", "malloc", "versions", "resources"}),
     ("domain", {"text", "audio", "model", "vocoder"}),
     ("artifacts", {"artifacts"}),
-    ("work", {"data", "train", "synth", "evaluation", "demo_corpus"}),
+    ("work", {"data", "train", "synth", "evaluation", "demo_corpus", "export"}),
     ("operations", {"ops"}),
     ("interface", {"cli", "__main__"}),
 ]

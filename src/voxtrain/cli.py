@@ -307,26 +307,40 @@ def synth(
         str, typer.Option(help="Letters outside the voice's language (e.g. Japanese for an English voice): "
                                "spell (espeak reads their names), drop, or refuse. Always named in a warning.")
     ] = "spell",
+    engine: Annotated[str, typer.Option(help="torch, or onnx: onnxruntime (no torch) on an `export --onnx` "
+                                             "voice given as --checkpoint VOICE.onnx (HiFi-GAN built in).")] = "torch",
 ) -> None:
     """Synthesize text to WAV with a trained model and a neural vocoder."""
-    from voxtrain.synth import SynthError, synthesize
-    from voxtrain.vocoder import VocoderError
-
     if (text is None) == (text_file is None):
         _usage_error("give exactly one of them", param="'--text' / '--text-file'")
+    misfit = (vocoder, vocoder_path) != ("hifigan", None) or precision not in ("auto", "fp32")
+    if engine not in ("torch", "onnx") or (engine == "onnx" and misfit):
+        _usage_error(f"{engine!r}: choose torch, or onnx (fp32, HiFi-GAN built in: no --vocoder*, --precision)",
+                     param="'--engine'")
     if text_file is not None:
         if not text_file.is_file():
             _fail(f"--text-file {text_file}: no such file")
         texts = [line for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
         texts = [text]
-    try:
-        paths = synthesize(
-            texts if len(texts) > 1 else texts[0], checkpoint, out, vocoder, vocoder_path, pace, precision=precision,
-            foreign_text=foreign_text,
-        )
-    except (SynthError, VocoderError) as err:
-        _fail(str(err))
+    if engine == "onnx":  # imported alone: the onnx engine runs without torch
+        from voxtrain.export.engine import OnnxVoiceError, synthesize_onnx
+
+        try:
+            paths = synthesize_onnx(texts if len(texts) > 1 else texts[0], checkpoint, out, pace, None, foreign_text)
+        except OnnxVoiceError as err:
+            _fail(str(err))
+    else:
+        from voxtrain.synth import SynthError, synthesize
+        from voxtrain.vocoder import VocoderError
+
+        try:
+            paths = synthesize(
+                texts if len(texts) > 1 else texts[0], checkpoint, out, vocoder, vocoder_path, pace,
+                precision=precision, foreign_text=foreign_text,
+            )
+        except (SynthError, VocoderError) as err:
+            _fail(str(err))
     for p in paths:
         typer.echo(f"wrote {p}")
 
@@ -342,15 +356,30 @@ def checkpoints(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> 
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint .pt to export.")],
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint .pt to export (--onnx: or a .safetensors).")],
     out: Annotated[Path, typer.Argument(help="Output .safetensors path (a .json sidecar is written beside it).")],
     fp16: Annotated[bool, typer.Option(help="Store weights in float16 (half the size).")] = False,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Write OUT.onnx (+ .onnx.json): model and HiFi-GAN as one "
+                                                      "piper voice, only if it speaks like PyTorch.")] = False,
+    vocoder_path: Annotated[Path | None, typer.Option(help="--onnx: a jik876 HiFi-GAN generator file.")] = None,
 ) -> None:
     """Export inference weights (safetensors + JSON with config and symbols) that `synth` loads."""
     from voxtrain.artifacts.checkpoints import CheckpointError
     from voxtrain.artifacts.layout import export_sidecar
     from voxtrain.artifacts.weights import export_checkpoint
 
+    if vocoder_path is not None and not onnx:
+        _usage_error("a vocoder goes into --onnx exports only", param="'--vocoder-path'")
+    if onnx:
+        if out.suffix != ".onnx" or fp16:
+            _usage_error(f"{out}: an --onnx export must end in .onnx and is fp32 (no --fp16)", param="'OUT'")
+        from voxtrain.export.onnx import ExportError, export_onnx_voice
+
+        try:
+            typer.echo(export_onnx_voice(checkpoint, out, vocoder_path).describe())
+        except ExportError as err:
+            _fail(str(err))
+        return
     if out.suffix != ".safetensors":
         _usage_error(f"{out}: the export must end in .safetensors", param="'OUT'")
     try:

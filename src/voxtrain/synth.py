@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,19 +9,13 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from voxtrain.artifacts.layout import synthesis_outputs
 from voxtrain.config import Config, config_from_dict
 from voxtrain.malloc import retain_freed_memory
 from voxtrain.model import FastSpeech2
 from voxtrain.precision import autocast, resolve_precision, store_weights_for_autocast
 from voxtrain.text import SymbolTable, TextProcessor
-from voxtrain.text.script import describe, foreign_characters
-
-log = logging.getLogger("voxtrain.synth")
-
-# What synthesis does with letters of another script and with pictographic symbols:
-# spell: espeak-ng reads each by its name (what it always did, now with a warning),
-# drop: removed before phonemization, with a warning; refuse: an error naming them.
-FOREIGN_TEXT = ("spell", "drop", "refuse")
+from voxtrain.text.speakable import TextRefused, check_foreign_policy, speakable_ids
 
 
 class SynthError(ValueError):
@@ -71,11 +64,14 @@ class Synthesizer:
     ):
         """precision: auto (bf16 where the device computes it natively, else fp32), fp32,
         bf16 or fp16, applied as autocast to both models. foreign_text: what to do with letters
-        outside the voice's language and pictographic symbols (see FOREIGN_TEXT)."""
+        outside the voice's language and pictographic symbols
+        (voxtrain.text.speakable.FOREIGN_TEXT)."""
         from voxtrain.vocoder import load_vocoder
 
-        if foreign_text not in FOREIGN_TEXT:
-            raise SynthError(f"foreign_text must be one of {', '.join(FOREIGN_TEXT)}, got {foreign_text!r}")
+        try:
+            check_foreign_policy(foreign_text)
+        except TextRefused as err:
+            raise SynthError(str(err)) from None
         self.foreign_text = foreign_text
 
         retain_freed_memory()
@@ -94,36 +90,11 @@ class Synthesizer:
     def sample_rate(self) -> int:
         return self.acoustic.config.audio.sample_rate
 
-    def _screen(self, text: str) -> str:
-        """Apply the foreign-text policy to one text; every character affected is named in a warning."""
-        chars = foreign_characters(text, self.acoustic.config.text.language)
-        if not chars:
-            return text
-        language = self.acoustic.config.text.language
-        if self.foreign_text == "refuse":
-            raise SynthError(f"{text!r} has characters outside the voice's language ({language}): "
-                             f"{describe(chars)}. Rewrite them, or choose foreign_text='spell' or 'drop'")
-        if self.foreign_text == "drop":
-            log.warning("dropped characters outside the voice's language (%s) from %r: %s",
-                        language, text, describe(chars))
-            return "".join(c for c in text if c not in chars)
-        log.warning("characters outside the voice's language (%s) in %r are spelled by espeak-ng as their "
-                    "names (e.g. 'Japanese letter'): %s", language, text, describe(chars))
-        return text
-
     def phoneme_ids(self, texts: list[str], allow_unknown: bool = False) -> list[list[int]]:
-        texts = [self._screen(t) for t in texts]
-        processed = self.text.process(texts)
-        for text, p in zip(texts, processed):
-            unknown = self.acoustic.symbols.unknown(p.phonemes)
-            if unknown and not allow_unknown:
-                raise SynthError(
-                    f"the model has never seen the symbol(s) {' '.join(sorted(set(unknown)))!r} "
-                    f"(from {text!r} -> /{p.phonemes}/); rephrase the text or pass allow_unknown"
-                )
-            if not p.phonemes.strip():
-                raise SynthError(f"{text!r} has nothing to speak (it phonemizes to nothing)")
-        return [p.ids for p in processed]
+        try:
+            return speakable_ids(self.text, texts, self.foreign_text, allow_unknown)
+        except TextRefused as err:
+            raise SynthError(str(err)) from None
 
     @torch.no_grad()
     def mels(self, texts: list[str], pace: float = 1.0, allow_unknown: bool = False) -> list[torch.Tensor]:
@@ -166,7 +137,7 @@ def synthesize(
     foreign_text: str = "spell",
 ) -> list[Path]:
     """Synthesize one text to `out` (a .wav path) or several texts into `out/` (a directory).
-    foreign_text: spell, drop or refuse letters outside the voice's language (see FOREIGN_TEXT)."""
+    foreign_text: spell, drop or refuse letters outside the voice's language."""
     texts = [text] if isinstance(text, str) else list(text)
     texts = [t for t in (t.strip() for t in texts) if t]
     if not texts:
@@ -175,13 +146,10 @@ def synthesize(
     synth = Synthesizer(acoustic, vocoder, vocoder_path, device, precision, foreign_text)
     # The model was loaded for this call alone, so its weights can take the autocast dtype.
     store_weights_for_autocast(acoustic.model, synth.precision)
-    out = Path(out)
-    if len(texts) == 1 and out.suffix.lower() == ".wav":
-        paths = [out]
-    else:
-        if out.suffix.lower() == ".wav":
-            raise SynthError(f"{len(texts)} texts need a directory for --out, not the file {out}")
-        paths = [out / f"{i + 1:03d}.wav" for i in range(len(texts))]
+    try:
+        paths = synthesis_outputs(len(texts), Path(out))
+    except ValueError as err:
+        raise SynthError(str(err)) from None
     for path, wav in zip(paths, synth.waveforms(texts, pace)):
         synth.write(wav, path)
     return paths

@@ -27,6 +27,17 @@ def export_sidecar(weights: Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
+def synthesis_outputs(n_texts: int, out: Path) -> list[Path]:
+    """Where `synth` writes: `out` itself for one text and a .wav name, else out/001.wav, ...
+    Raises ValueError for several texts and a .wav name."""
+    out = Path(out)
+    if n_texts == 1 and out.suffix.lower() == ".wav":
+        return [out]
+    if out.suffix.lower() == ".wav":
+        raise ValueError(f"{n_texts} texts need a directory for --out, not the file {out}")
+    return [out / f"{i + 1:03d}.wav" for i in range(n_texts)]
+
+
 @dataclass(frozen=True)
 class RunDir:
     root: Path
