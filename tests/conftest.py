@@ -7,8 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 import yaml
@@ -54,6 +57,66 @@ def features(tmp_path_factory, corpus_dir) -> Path:
     out = tmp_path_factory.mktemp("features")
     prepare_corpus(corpus_dir, out, config_from_dict(MICRO_CONFIG), workers=1, progress=False)
     return out
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
+               proc: subprocess.Popen | None = None, poll: float = 0.02) -> Any:
+    """Wait until predicate() is truthy and return its value; fail loudly, naming `what`, when
+    `timeout` runs out or when `proc` exits first. The timeout is a margin, never the event."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process exited ({proc.returncode}) while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(poll)
+
+
+def save_temp_files(checkpoints: Path) -> list[Path]:
+    """Temporary files of checkpoint saves in flight (or killed mid-write): `.ckpt-step*.pt.tmp<pid>`."""
+    return sorted(checkpoints.glob(".ckpt-step*.pt.tmp*")) if checkpoints.is_dir() else []
+
+
+class OutputLines(threading.Thread):
+    """Reads a process's output in the background, so a test can wait for a line the process
+    prints (an event) while the pipe never fills up."""
+
+    def __init__(self, stream: IO[str]):
+        super().__init__(daemon=True)
+        self.stream, self.lines, self.ended = stream, [], False
+        self._changed = threading.Condition()
+        self.start()
+
+    def run(self) -> None:
+        for line in self.stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self.ended = True
+            self._changed.notify_all()
+
+    @property
+    def text(self) -> str:
+        with self._changed:
+            return "".join(self.lines)
+
+    def wait_for(self, needle: str, timeout: float) -> str:
+        """The first line holding `needle`; fails when the output ends or `timeout` runs out first."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = next((line for line in self.lines if needle in line), None)
+                if found is not None:
+                    return found
+                left = deadline - time.monotonic()
+                if self.ended or left <= 0:
+                    why = "the output ended" if self.ended else f"timed out after {timeout:g}s"
+                    raise AssertionError(f"{why} before a line with {needle!r}:\n{''.join(self.lines)}")
+                self._changed.wait(left)
 
 
 def write_config(path: Path, **sections) -> Path:

@@ -6,18 +6,26 @@ voxtrain.demo_corpus when that module is present; the bad cases are built by han
 
 from __future__ import annotations
 
+import ctypes
+import fnmatch
+import hashlib
 import importlib.util
 import json
 import os
+import select
+import signal
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import soundfile as sf
 
+from conftest import wait_until
 from voxtrain.config import Config, config_from_dict
 from voxtrain.data import FeatureStore, PrepareError, StoreError, prepare_corpus
 from voxtrain.data.finalize import split_ids
@@ -212,9 +220,17 @@ def test_refuses_other_audio_settings_without_touching_the_store(bad_corpus, bad
     corpus, _, _ = bad_corpus
     out, _ = bad_store
     cfg = test_config(audio={"hop_length": 200}, data={"shard_size": 4})
+    before = _files_of(out)
     with pytest.raises(PrepareError, match="hop_length"):
         prepare_corpus(corpus, out, cfg, workers=1, progress=False)
+    assert _files_of(out) == before  # every file there, its bytes and its mtime
     assert len(FeatureStore(out)) > 0
+
+
+def _files_of(root: Path) -> dict[str, tuple[str, int]]:
+    """(SHA-256, mtime in ns) of every file under root, by relative path."""
+    return {p.relative_to(root).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_store_pickles_and_reopens_lazily(bad_store):
@@ -225,6 +241,54 @@ def test_store_pickles_and_reopens_lazily(bad_store):
     first = store.item(0)
     clone = pickle.loads(pickle.dumps(store))
     assert np.array_equal(clone.item(0)["mel"], first["mel"])
+
+
+def _ended(proc: psutil.Process) -> bool:
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE  # nobody may reap an orphan
+    except psutil.NoSuchProcess:
+        return True
+
+
+class DirectoryEvents:
+    """inotify (Linux) on one directory: `wait_for` returns when a file of a name pattern is created
+    or renamed into it, as the kernel reports it; no polling interval, no settle time."""
+
+    IN_CREATE, IN_MOVED_TO = 0x100, 0x80
+
+    def __init__(self, directory: Path):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if not hasattr(libc, "inotify_init1"):
+            pytest.skip("no inotify on this platform")
+        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            pytest.skip(f"no inotify here: {os.strerror(ctypes.get_errno())}")
+        if libc.inotify_add_watch(self.fd, os.fsencode(directory), self.IN_CREATE | self.IN_MOVED_TO) < 0:
+            os.close(self.fd)
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory}")
+
+    def __enter__(self) -> DirectoryEvents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+    def wait_for(self, pattern: str, timeout: float, proc: subprocess.Popen) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            ready, _, _ = select.select([self.fd], [], [], 0.5)  # wakes up at the event
+            data = os.read(self.fd, 1 << 16) if ready else b""
+            pos = 0
+            while pos < len(data):  # struct inotify_event: wd, mask, cookie, len, name[len]
+                length = struct.unpack_from("iIII", data, pos)[3]
+                name = data[pos + 16 : pos + 16 + length].rstrip(b"\0").decode()
+                pos += 16 + length
+                if fnmatch.fnmatch(name, pattern):
+                    return name
+            if proc.poll() is not None:
+                raise AssertionError(f"exited ({proc.returncode}) before {pattern}: {proc.stderr.read().decode()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {pattern} within {timeout:g}s")
 
 
 def _tone_corpus(corpus: Path, n: int) -> None:
@@ -244,16 +308,29 @@ def test_interrupted_prepare_resumes_to_identical_store(tmp_path):
     resumed, straight = tmp_path / "resumed", tmp_path / "straight"
     overrides = ["--set", "data.shard_size=2", "--set", "data.val_size=3"]
     cmd = [sys.executable, "-m", "voxtrain.cli", "prepare", str(corpus), "--out", str(resumed), "--workers", "1"]
-    proc = subprocess.Popen(cmd + overrides, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not list((resumed / "shards").glob("shard_*.json")):
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "no shard finished within 60 s"
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait()
-    proc.stderr.close()
-    time.sleep(1.5)  # orphaned workers notice their parent is gone within 0.5 s
+    (resumed / "shards").mkdir(parents=True)  # what prepare makes first; watched before it starts
+    with DirectoryEvents(resumed / "shards") as events:
+        proc = subprocess.Popen(cmd + overrides, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            # The kernel says when the first shard's completion marker is renamed into place: the parent
+            # is frozen at once (SIGSTOP; its workers only compute, it writes every shard), then killed.
+            events.wait_for("shard_*.json", 120, proc)
+            proc.send_signal(signal.SIGSTOP)
+            workers = psutil.Process(proc.pid).children(recursive=True)
+            proc.kill()
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()
+    assert workers, "prepare ran no worker process"
+    try:  # orphaned workers notice their parent is gone (within 0.5 s) and exit by themselves
+        wait_until(lambda: all(_ended(w) for w in workers), 60, "the orphaned workers to exit")
+    finally:
+        for w in workers:
+            if not _ended(w):
+                w.kill()
     assert not (resumed / "COMPLETE").exists(), "killed too late to test resuming"
     with pytest.raises(StoreError, match="voxtrain prepare"):
         FeatureStore(resumed)

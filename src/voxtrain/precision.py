@@ -19,9 +19,22 @@ def resolve_precision(requested: str, device: torch.device) -> str:
         return requested
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device.type == "cpu" and cpu_has_native_bf16():
         return "bf16"
     return "fp32"
+
+
+def cpu_has_native_bf16() -> bool:
+    """bf16 arithmetic in hardware: AVX512-BF16 or AMX on x86, the BF16 extension on ARM.
+    torch's own check (oneDNN's) also says yes on AVX512 CPUs without it, where bf16 is
+    emulated and slower than fp32, so on Linux the CPU's feature flags decide."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = {word for line in f if line.lower().startswith(("flags", "features"))
+                     for word in line.split(":", 1)[1].split()}
+    except OSError:  # not Linux: trust oneDNN's answer
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
