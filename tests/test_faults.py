@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -50,19 +49,15 @@ def without_time(state: dict) -> dict:
 
 
 def wait_for(predicate, proc: subprocess.Popen | None, timeout: float, what: str):
-    """Poll until predicate() is truthy (returns it); fails early when proc exits first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"trainer exited ({proc.returncode}) before {what}: {proc.stdout.read()}")
-        if time.monotonic() > deadline:
-            if proc is not None:
-                proc.kill()
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+    """conftest.wait_until, and the trainer killed when the wait fails (no process left behind)."""
+    from conftest import wait_until
+
+    try:
+        return wait_until(predicate, timeout, what, proc)
+    except AssertionError:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        raise
 
 
 def temp_files(run: RunDir, pattern: str = ".ckpt-step*.pt.tmp*") -> list[Path]:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 import soundfile as sf
 
-from voxtrain.artifacts.layout import RunDir
 from voxtrain.text.script import foreign_characters
 
 
@@ -22,38 +20,27 @@ def test_foreign_characters_by_script() -> None:
     assert foreign_characters("こんにちは", "ja") == []  # a script this table does not know: no claim
 
 
-@pytest.fixture(scope="module")
-def checkpoint(features, tmp_path_factory):
-    from conftest import Trainer, write_config
-
-    tmp = tmp_path_factory.mktemp("foreign")
-    t = Trainer(features, tmp / "run", write_config(tmp / "c.yaml", training={"max_steps": 4, "save_every": 4}))
-    r = t.run_to_end()
-    assert r.returncode == 0, r.stderr
-    return RunDir(t.run).checkpoint(4)
-
-
 def _synth(checkpoint, out, text: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "voxtrain", "synth", "--checkpoint", str(checkpoint), "--text",
                            text, "--out", str(out), "--vocoder", "griffin-lim", *extra],
                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
 
 
-def test_synth_names_foreign_letters_and_applies_the_policy(checkpoint, tmp_path) -> None:
+def test_synth_names_foreign_letters_and_applies_the_policy(trained, tmp_path) -> None:
     text = "Hello こんにちは friend."
-    spelled = _synth(checkpoint, tmp_path / "spell.wav", text)
+    spelled = _synth(trained, tmp_path / "spell.wav", text)
     assert spelled.returncode == 0, spelled.stderr
     assert "HIRAGANA LETTER KO" in spelled.stderr and "spelled" in spelled.stderr
 
-    dropped = _synth(checkpoint, tmp_path / "drop.wav", text, "--foreign-text", "drop")
+    dropped = _synth(trained, tmp_path / "drop.wav", text, "--foreign-text", "drop")
     assert dropped.returncode == 0, dropped.stderr
     assert "dropped" in dropped.stderr and "HIRAGANA LETTER KO" in dropped.stderr
     # Five "Japanese letter"s are many phonemes; without them the same voice says less.
     assert sf.info(tmp_path / "drop.wav").frames < sf.info(tmp_path / "spell.wav").frames
 
-    refused = _synth(checkpoint, tmp_path / "refuse.wav", text, "--foreign-text", "refuse")
+    refused = _synth(trained, tmp_path / "refuse.wav", text, "--foreign-text", "refuse")
     assert refused.returncode == 1 and "HIRAGANA LETTER KO" in refused.stderr
     assert not (tmp_path / "refuse.wav").exists()
 
-    plain = _synth(checkpoint, tmp_path / "plain.wav", "Hello friend.")
+    plain = _synth(trained, tmp_path / "plain.wav", "Hello friend.")
     assert plain.returncode == 0 and "outside the voice's language" not in plain.stderr

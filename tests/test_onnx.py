@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voxtrain.artifacts.layout import RunDir
 from voxtrain.config import AudioConfig, TextConfig
 from voxtrain.export.engine import OnnxVoice
 from voxtrain.export.voice_config import intersperse_pads, phoneme_id_map
@@ -22,19 +21,6 @@ pytest.importorskip("onnxruntime")
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 TOLERANCE = 1e-4  # export.onnx.PARITY_MAX_ABS, restated: the tests hold the graph to the same number
-
-
-@pytest.fixture(scope="module")
-def trained(features, tmp_path_factory):
-    from conftest import Trainer, write_config
-
-    tmp = tmp_path_factory.mktemp("onnx_train")
-    cfg = write_config(tmp / "c.yaml", training={"max_steps": 300, "save_every": 300, "log_every": 50,
-                                                 "grad_accum": 1, "batch_size": 4})
-    t = Trainer(features, tmp / "run", cfg)
-    r = t.run_to_end()
-    assert r.returncode == 0, r.stderr
-    return RunDir(t.run).checkpoint(300)
 
 
 @pytest.fixture(scope="module")

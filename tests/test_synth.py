@@ -11,24 +11,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from voxtrain.artifacts.layout import RunDir
 from voxtrain.precision import resolve_precision
 from voxtrain.synth import SynthError, Synthesizer, load_acoustic_model, synthesize
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
-
-
-@pytest.fixture(scope="module")
-def trained(features, tmp_path_factory):
-    from conftest import Trainer, write_config
-
-    tmp = tmp_path_factory.mktemp("synth")
-    cfg = write_config(tmp / "c.yaml", training={"max_steps": 300, "save_every": 300, "log_every": 50,
-                                                 "grad_accum": 1, "batch_size": 4})
-    t = Trainer(features, tmp / "run", cfg)
-    r = t.run_to_end()
-    assert r.returncode == 0, r.stderr
-    return RunDir(t.run).checkpoint(300)
 
 
 def _correlation(model_mel: torch.Tensor, wav: np.ndarray, audio) -> float:

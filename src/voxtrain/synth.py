@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from voxtrain.artifacts.layout import synthesis_outputs
+from voxtrain.artifacts.wav import write_wav
 from voxtrain.config import Config, config_from_dict
 from voxtrain.malloc import retain_freed_memory
 from voxtrain.model import FastSpeech2
@@ -119,10 +119,7 @@ class Synthesizer:
         return wavs
 
     def write(self, wav: np.ndarray, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, np.clip(wav, -1.0, 1.0), self.sample_rate, subtype="PCM_16")
-        return path
+        return write_wav(path, wav, self.sample_rate)
 
 
 def synthesize(

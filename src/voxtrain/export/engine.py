@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from voxtrain.artifacts.layout import synthesis_outputs
+from voxtrain.artifacts.wav import write_wav
 from voxtrain.export.voice_config import VoiceConfigError, read_voxtrain_section
 from voxtrain.text import TextProcessor
 from voxtrain.text.speakable import TextRefused, check_foreign_policy, speakable_ids
@@ -103,12 +104,7 @@ class OnnxVoice:
         return [self.run(ids, 1.0 / pace) for ids in self.phoneme_ids(texts, allow_unknown)]
 
     def write(self, wav: np.ndarray, path: str | Path) -> Path:
-        import soundfile as sf
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, np.clip(wav, -1.0, 1.0), self.sample_rate, subtype="PCM_16")
-        return path
+        return write_wav(path, wav, self.sample_rate)
 
 
 def synthesize_onnx(
