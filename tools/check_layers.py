@@ -18,9 +18,9 @@ from pathlib import Path
 # Lowest first. A new top-level module must be placed here, or the check fails.
 LAYERS: list[tuple[str, set[str]]] = [
     ("bottom", {"config", "atomic", "precision", "malloc", "versions", "resources"}),
-    ("domain", {"text", "audio", "model", "vocoder"}),
+    ("domain", {"text", "audio", "model", "vocoder", "forecast"}),
     ("artifacts", {"artifacts"}),
-    ("work", {"data", "train", "synth", "evaluation", "demo_corpus", "export"}),
+    ("work", {"data", "train", "synth", "evaluation", "listening", "report", "demo_corpus", "export"}),
     ("operations", {"ops"}),
     ("interface", {"cli", "__main__"}),
 ]

@@ -3,7 +3,8 @@
     runs/NAME/
       config.yaml  run.json  metrics.jsonl
       checkpoints/ckpt-step00025000.pt  checkpoints/best.safetensors (+ best.json)
-      samples/step_0001000/sample_001.wav
+      samples/step_0001000/sample_001.wav  samples/eval_0001000/sample_001.wav (listening scores)
+      report.html (voxtrain report)
       tensorboard/  mlruns/ (MLflow's local store, when that tracker is on)  wandb/ (W&B offline runs)
       logs/train_YYYYmmdd_HHMMSS.log  logs/train.pid  logs/train.lock
 
@@ -82,6 +83,14 @@ class RunDir:
 
     def sample_dir(self, step: int) -> Path:
         return self.samples / f"step_{step:07d}"
+
+    def eval_sample_dir(self, step: int) -> Path:
+        """Clips synthesized for the listening scores of the evaluation at `step`."""
+        return self.samples / f"eval_{step:07d}"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
 
     @staticmethod
     def sample_name(index: int) -> str:
