@@ -84,6 +84,10 @@ class RunDir:
     def sample_dir(self, step: int) -> Path:
         return self.samples / f"step_{step:07d}"
 
+    def alignment_image(self, step: int) -> Path:
+        """The validation pass's alignment of its first clip, as a PNG (for the report page)."""
+        return self.sample_dir(step) / "alignment.png"
+
     def eval_sample_dir(self, step: int) -> Path:
         """Clips synthesized for the listening scores of the evaluation at `step`."""
         return self.samples / f"eval_{step:07d}"

@@ -4,7 +4,7 @@ Written by the trainer (append + flush, so a reader never waits for a buffer), r
 monitor, status, the checkpoint listing and the benchmarks. Import-light on purpose (no
 torch, numpy or pydantic): `voxtrain status` must answer at once.
 
-Every record has `type` (train | val | event), `time` and usually `step`; an event also
+Every record has `type` (train | val | eval | event), `time` and usually `step`; an event also
 has `event`, one of the names in `Event`. JSON has no NaN or Inf: such a value is written
 as a string ("nan", "inf") so the fact stays visible; `number()` reads it back as a float.
 """
@@ -20,7 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TRAIN, VAL, EVENT = "train", "val", "event"
+TRAIN, VAL, EVAL, EVENT = "train", "val", "eval", "event"
+
+
+def metric_source(metric: str) -> tuple[str, str]:
+    """Where a metric named in targets, early stop or best_by is recorded: `val_mel` is the
+    `loss_mel` field of validation records (any `val_X` is `loss_X`), every other name is a
+    field of the listening-score records (type "eval")."""
+    if metric.startswith("val_"):
+        return VAL, "loss_" + metric.removeprefix("val_")
+    return EVAL, metric
 
 
 class Event:
@@ -151,6 +160,7 @@ class Trajectory:
 
     train: list[dict] = field(default_factory=list)
     val: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)  # listening scores (type "eval")
     starts: list[dict] = field(default_factory=list)
     session_train: list[dict] = field(default_factory=list)  # train records of the newest session
     stop: dict | None = None  # the newest session's stop event
@@ -167,6 +177,19 @@ class Trajectory:
             self.last_step_record = r
         elif kind == VAL and step is not None:
             _append_replacing(self.val, r, step)
+        elif kind == EVAL and step is not None:
+            _append_replacing(self.evals, r, step)
+
+    def history(self, metric: str) -> list[tuple[int, float]]:
+        """(step, value) of one metric by its target name (see METRIC_SOURCES), finite values only."""
+        kind, key = metric_source(metric)
+        rows = self.val if kind == VAL else self.evals
+        points = []
+        for r in rows:
+            value = number(r.get(key))
+            if value is not None and math.isfinite(value):
+                points.append((r["step"], value))
+        return points
 
     def _event(self, r: dict, name: str, step: int | None) -> None:
         self.events.setdefault(name, []).append(r)
@@ -177,6 +200,7 @@ class Trajectory:
                 # A resume restarts from a checkpoint: records past it describe steps that were redone.
                 self.train = [x for x in self.train if x["step"] <= step]
                 self.val = [x for x in self.val if x["step"] <= step]
+                self.evals = [x for x in self.evals if x["step"] <= step]
         elif name == Event.STOP:
             self.stop = r
         if step is not None and name in (Event.START, Event.STOP, Event.CHECKPOINT_SAVED):
