@@ -1,25 +1,13 @@
-"""Typed configuration: every default of voxtrain lives here.
-
-A run is described by one YAML file validated by these pydantic models. Unknown keys,
-wrong types and out-of-range values fail at load time with a message naming the key
-path, the bad value and what is allowed, so a typo never costs two days of training.
-"""
+"""The sections of a run's configuration that describe data, model, training and checkpoints."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message says where and why."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from voxtrain.config.base import _Section
+from voxtrain.config.scoring import EarlyStopConfig, TargetSpec
 
 
 class AudioConfig(_Section):
@@ -190,6 +178,30 @@ class TrainingConfig(_Section):
     wandb_mode: Literal["offline", "online", "disabled"] = Field(
         "offline", description="W&B mode. offline writes RUN/wandb only (upload later with `wandb sync`)."
     )
+    targets: dict[str, float | TargetSpec] = Field(
+        default_factory=dict,
+        description="Thresholds on logged metrics, e.g. {wer: 0.10, similarity: 0.80, val_mel: 0.50}: once every "
+        "one holds on targets_hold evaluations in a row, the run saves and exits 0 (\"targets reached\").",
+    )
+    targets_hold: int = Field(
+        2, ge=1, description="Evaluations in a row on which every target must hold, so one lucky score does not "
+        "end a run.",
+    )
+    early_stop: EarlyStopConfig | None = Field(
+        None, description="Stop when a metric has not improved for a number of evaluations (unset: never)."
+    )
+
+    def target_specs(self) -> dict[str, tuple[float, str]]:
+        """Every target as metric -> (threshold, direction)."""
+        from voxtrain.config.scoring import metric_direction
+
+        specs = {}
+        for metric, spec in self.targets.items():
+            if isinstance(spec, TargetSpec):
+                specs[metric] = (spec.value, spec.direction or metric_direction(metric))
+            else:
+                specs[metric] = (float(spec), metric_direction(metric))
+        return specs
 
     @model_validator(mode="after")
     def _check_betas(self) -> TrainingConfig:
@@ -209,7 +221,13 @@ class CheckpointConfig(_Section):
     """Checkpoint rotation and disk guard."""
 
     keep_last: int = Field(3, ge=1, description="Newest checkpoints kept besides the best one.")
-    keep_best: bool = Field(True, description="Keep (and export) the checkpoint with the best validation mel loss.")
+    keep_best: bool = Field(True, description="Keep (and export) the best checkpoint by best_by.")
+    best_by: str = Field(
+        "val_mel",
+        description="What makes a checkpoint the best: val_mel, any listening score (wer, similarity, "
+        "dnsmos_ovrl, ...) or composite. An evaluation whose score is missing (scorer failed) is judged by "
+        "val_mel.",
+    )
     disk_margin_mb: float = Field(256.0, ge=0, description="Free space kept beyond a checkpoint's size, MB.")
     max_skipped_without_checkpoint: int = Field(
         3, ge=1,
@@ -223,110 +241,3 @@ class FinetuneConfig(_Section):
 
     lr: float = Field(2e-5, gt=0, description="Constant LR of a fine-tune (no warm-up re-run).")
     scheduler: Literal["noam", "constant", "warmup_cosine"] = Field("constant", description="Fine-tune schedule.")
-
-
-class Config(_Section):
-    audio: AudioConfig = Field(default_factory=AudioConfig)
-    text: TextConfig = Field(default_factory=TextConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        kind = e["type"]
-        if kind == "extra_forbidden":
-            parent = e["loc"][:-1]
-            allowed = _allowed_keys(parent)
-            msg = f"unknown key; allowed keys here: {', '.join(allowed)}"
-        else:
-            msg = e["msg"]
-            if kind == "value_error":
-                msg = msg.removeprefix("Value error, ")
-        value = e.get("input")
-        shown = "" if kind == "extra_forbidden" else f" (got {value!r})"
-        if isinstance(value, dict):
-            shown = ""
-        lines.append(f"  {path}: {msg}{shown}")
-    return "\n".join(lines)
-
-
-def _allowed_keys(loc: tuple) -> list[str]:
-    model: type[BaseModel] = Config
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        ann = getattr(field, "annotation", None) if field else None
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        else:
-            return []
-    return sorted(model.model_fields)
-
-
-def _parse_scalar(text: str) -> Any:
-    """Overrides are parsed as YAML scalars so `--set training.lr=2e-4` is a float."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `a.b.c=value` overrides to a raw config dict (before validation)."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key.path=value")
-        key, value = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise ConfigError(f"override {item!r} has an empty key path")
-        node = data
-        for p in parts[:-1]:
-            child = node.setdefault(p, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {p} is not a section")
-            node = child
-        node[parts[-1]] = _parse_scalar(value)
-    return data
-
-
-def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
-    try:
-        return Config.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults when path is None) and apply `--set` overrides."""
-    data: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(loaded).__name__}")
-        data = loaded
-    if overrides:
-        data = apply_overrides(data, overrides)
-        source += " with --set " + " ".join(overrides)
-    return config_from_dict(data, source)

@@ -1,0 +1,106 @@
+"""What a run measures besides its losses, and what it does with the measurements: the
+listening evaluation, the metrics that targets, early stop and the best checkpoint may
+name, and which way each of them improves."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from voxtrain.config.base import _Section
+
+Direction = Literal["below", "above"]
+Scorer = Literal["asr", "dnsmos", "speaker"]
+
+# Listening scores: the scorer that logs each one, and which way is better. `composite`
+# is computed by the trainer from whichever of the others were measured.
+SCORE_METRICS: dict[str, tuple[Scorer | None, Direction]] = {
+    "wer": ("asr", "below"),
+    "cer": ("asr", "below"),
+    "dnsmos_ovrl": ("dnsmos", "above"),
+    "dnsmos_sig": ("dnsmos", "above"),
+    "dnsmos_bak": ("dnsmos", "above"),
+    "similarity": ("speaker", "above"),
+    "composite": (None, "above"),
+}
+# Validation losses, as `val_<term>`: the `loss_<term>` fields of validation records.
+VALIDATION_TERMS = ("mel", "duration", "pitch", "energy", "forward_sum", "binarization", "total")
+
+
+def metric_names() -> list[str]:
+    return [f"val_{t}" for t in VALIDATION_TERMS] + list(SCORE_METRICS)
+
+
+def metric_direction(metric: str) -> Direction:
+    """Which way `metric` improves; ValueError naming the known metrics for any other name."""
+    if metric.startswith("val_") and metric.removeprefix("val_") in VALIDATION_TERMS:
+        return "below"
+    if metric in SCORE_METRICS:
+        return SCORE_METRICS[metric][1]
+    raise ValueError(f"unknown metric {metric!r}; known metrics: {', '.join(metric_names())}")
+
+
+def metric_scorer(metric: str) -> Scorer | None:
+    """The listening scorer that logs `metric` (None for validation losses and `composite`)."""
+    return SCORE_METRICS[metric][0] if metric in SCORE_METRICS else None
+
+
+class EvaluationConfig(_Section):
+    """Listening scores of the voice during training (needs the `eval` extra): rank 0
+    synthesizes held-out sentences with the current weights and the sample vocoder, and
+    scores them for intelligibility (pocketsphinx WER/CER), naturalness (DNSMOS P.835) and
+    similarity to the training speaker (GE2E, against the HiFi-GAN copy-synthesis of the
+    validation clips). Without the extra the run warns once and goes on with loss-based
+    decisions."""
+
+    enabled: bool = Field(True, description="Score the voice at the evaluation cadence.")
+    every: int | None = Field(
+        None, ge=1,
+        description="Steps between evaluations; a multiple of training.validate_every. Unset: every validation.",
+    )
+    sentences: int = Field(
+        8, ge=1, description="How many held-out sentences each evaluation synthesizes (the first N of the list)."
+    )
+    sentences_file: str | None = Field(
+        None, description="Text file of held-out sentences, one per line (# comments). Unset: voxtrain's own list."
+    )
+    scorers: list[Scorer] = Field(
+        default_factory=lambda: ["asr", "dnsmos", "speaker"],
+        description="Scorers to run: asr (wer, cer), dnsmos (dnsmos_ovrl, dnsmos_sig, dnsmos_bak), "
+        "speaker (similarity).",
+    )
+    reference_clips: int = Field(
+        20, ge=1, description="Validation clips whose copy-synthesis makes the speaker reference (centroid)."
+    )
+
+    def logs(self, metric: str) -> bool:
+        """Whether a run with this evaluation records `metric` at all."""
+        if not metric.startswith("val_") and not self.enabled:
+            return False
+        if metric == "composite":
+            return bool(self.scorers)
+        scorer = metric_scorer(metric)
+        return scorer is None or scorer in self.scorers
+
+
+class TargetSpec(_Section):
+    """A threshold on a metric; the direction defaults to the metric's own (wer below, similarity above)."""
+
+    value: float = Field(description="The threshold.")
+    direction: Direction | None = Field(None, description="below or above; unset: the way the metric improves.")
+
+
+class EarlyStopConfig(_Section):
+    """Stop a run whose metric has stopped improving."""
+
+    metric: str = Field("val_mel", description="The metric watched (a validation loss or a listening score).")
+    patience: int = Field(5, ge=1, description="Evaluations in a row without an improvement before the run stops.")
+    min_delta: float = Field(
+        0.0, ge=0, description="An improvement smaller than this (in the metric's units) does not count."
+    )
+
+    @model_validator(mode="after")
+    def _known_metric(self) -> EarlyStopConfig:
+        metric_direction(self.metric)
+        return self
