@@ -30,6 +30,8 @@ MICRO_CONFIG = {
         "validation_sentences": ["A short test."],
     },
     "checkpoint": {"keep_last": 2, "disk_margin_mb": 0},
+    # Listening scores have their own tests; elsewhere they would only slow the micro runs.
+    "evaluation": {"enabled": False},
 }
 
 

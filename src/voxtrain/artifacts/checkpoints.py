@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import io
-import math
 import os
 import pickle
 import shutil
@@ -20,19 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from voxtrain.artifacts.best import BestTracker, best_from_records, run_best_by
 from voxtrain.artifacts.disk import save_needs
 from voxtrain.artifacts.layout import RunDir
-from voxtrain.artifacts.records import VAL, Event, number, read_metrics, step_of, trajectory
+from voxtrain.artifacts.records import Event, number, read_metrics, step_of
 from voxtrain.atomic import write_atomic
 
 if TYPE_CHECKING:
     from voxtrain.config import CheckpointConfig
 
 REQUIRED_KEYS = ("model", "optimizer", "step", "epoch", "batch_in_epoch", "rng", "config", "symbols")
-# The validation record field that ranks checkpoints (lower is better).
-BEST_METRIC = "loss_mel"
-
-
 class CheckpointError(RuntimeError):
     """A checkpoint could not be read or is not a voxtrain checkpoint."""
 
@@ -84,32 +80,6 @@ def verify_checkpoint(path: Path) -> str:
     return ""
 
 
-class BestTracker:
-    """The best checkpoint by validation: the lowest value, the first one on a tie. The
-    trainer feeds it each validation; the listing replays the run's validation records
-    through it, so both always name the same step."""
-
-    def __init__(self, step: int | None = None, value: float | None = None):
-        self.step, self.value = step, value
-
-    def update(self, step: int, value: float) -> bool:
-        """Record a validation; True when it is the new best. A non-finite value never is."""
-        if not math.isfinite(value) or self.value is not None and not value < self.value:
-            return False
-        self.step, self.value = step, float(value)
-        return True
-
-
-def best_from_records(records: list[dict]) -> BestTracker:
-    """The best of a run, replayed from its metrics records (redone steps counted once)."""
-    best = BestTracker()
-    for r in trajectory(records).val:
-        value = number(r.get(BEST_METRIC))
-        if r.get("type") == VAL and value is not None:
-            best.update(r["step"], value)
-    return best
-
-
 @dataclass
 class CheckpointInfo:
     step: int
@@ -130,7 +100,7 @@ def list_checkpoints(run: RunDir, records: list[dict] | None = None, verify: boo
     (after the file was written). `records` are the run's metrics (read here when None).
     """
     records = read_metrics(run.metrics) if records is None else records
-    best_step = best_from_records(records).step
+    best_step = best_from_records(records, *run_best_by(run.config)).step
     corrupt = [e for e in records if e.get("type") == "event" and e.get("event") == Event.CHECKPOINT_CORRUPT]
     infos = []
     for step, path in run.checkpoint_files():
@@ -165,7 +135,9 @@ class CheckpointManager:
         self.cfg = cfg
         self.on_event = on_event or (lambda name, step, **fields: None)
         self.log = log
-        self.best = BestTracker()
+        from voxtrain.config.scoring import metric_direction
+
+        self.best = BestTracker(cfg.best_by, metric_direction(cfg.best_by))
         self.corrupt: list[tuple[int, Path, str]] = []  # (step, path, why) found by load_latest
 
     # -- saving -------------------------------------------------------------------------
@@ -253,7 +225,8 @@ class CheckpointManager:
                 raise
             self.on_event(Event.EXPORT_SKIPPED, self.best.step, reason="disk full (ENOSPC) while writing", bytes=size)
             return None
-        self.on_event(Event.BEST_EXPORTED, self.best.step, val_mel_loss=self.best.value, path=str(self.run.best_export))
+        self.on_event(Event.BEST_EXPORTED, self.best.step, val_mel_loss=self.best.val_mel, best_by=self.best.metric,
+                      value=self.best.value, path=str(self.run.best_export))
         return self.run.best_export
 
     # -- loading ------------------------------------------------------------------------
@@ -268,6 +241,6 @@ class CheckpointManager:
                 self.corrupt.append((step, path, str(err)))
                 self.on_event(Event.CHECKPOINT_CORRUPT, step, path=str(path), error=str(err))
                 continue
-            self.best = BestTracker(state.get("best_step"), state.get("best_loss"))
+            self.best = BestTracker.from_state(state, self.best.metric, self.best.direction)
             return state, path
         return None

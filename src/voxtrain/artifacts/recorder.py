@@ -31,10 +31,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 import tempfile
 import wave
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,8 +40,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from voxtrain.artifacts.image import png_bytes, uint8_grey
 from voxtrain.artifacts.layout import RunDir
-from voxtrain.artifacts.records import TRAIN, VAL, Event, MetricsWriter
+from voxtrain.artifacts.records import EVAL, TRAIN, VAL, Event, MetricsWriter
 from voxtrain.config import TrainingConfig
 
 if TYPE_CHECKING:
@@ -83,6 +82,13 @@ class RunRecorder:
         """Validation losses as `loss_NAME` in metrics.jsonl and val/NAME in the trackers."""
         record = self.metrics.write(VAL, step=step, **{f"loss_{k}": v for k, v in losses.items()})
         self._scalars("val", step, losses)
+        return record
+
+    def eval(self, step: int, scores: dict[str, float], **fields: Any) -> dict:
+        """Listening scores by name in metrics.jsonl (type "eval", with `fields` such as the
+        seconds spent and any scorer errors) and as eval/NAME in the trackers."""
+        record = self.metrics.write(EVAL, step=step, **scores, **fields)
+        self._scalars("eval", step, {**scores, "seconds": fields.get("seconds")})
         return record
 
     def event(self, name: str, step: int, **fields: Any) -> dict:
@@ -230,7 +236,7 @@ class _WandB(_Tracker):
                             mode=training.wandb_mode)
 
     def image(self, tag: str, pixels: np.ndarray, step: int) -> None:
-        self.inner.log_images({tag: [_uint8(pixels)]}, step=step)
+        self.inner.log_images({tag: [uint8_grey(pixels)]}, step=step)
 
     def audio(self, tag: str, wav: np.ndarray, step: int, sample_rate: int) -> None:
         import wandb
@@ -255,7 +261,7 @@ class _MLflow(_Tracker):
         return MLflowTracker(experiment_name=training.tracker_project, run_name=run.name, description=note)
 
     def image(self, tag: str, pixels: np.ndarray, step: int) -> None:
-        self._artifact(f"images/{tag}", f"step_{step:07d}.png", lambda path: path.write_bytes(_png(pixels)))
+        self._artifact(f"images/{tag}", f"step_{step:07d}.png", lambda path: path.write_bytes(png_bytes(pixels)))
 
     def audio(self, tag: str, wav: np.ndarray, step: int, sample_rate: int) -> None:
         self._artifact(f"audio/{tag}", f"step_{step:07d}.wav", lambda path: _write_wav(path, wav, sample_rate))
@@ -276,23 +282,6 @@ def _hyperparameters(config: dict[str, Any], prefix: str = "") -> dict[str, bool
         else:
             flat[prefix + key] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
     return flat
-
-
-def _uint8(pixels: np.ndarray) -> np.ndarray:
-    """[0, 1] floats as 8-bit grey levels, rounded as TensorBoard rounds them."""
-    return (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    """An 8-bit greyscale PNG of (H, W) values in [0, 1], first row at the top."""
-    grey = _uint8(pixels)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", grey.shape[1], grey.shape[0], 8, 0, 0, 0, 0)  # 8-bit, greyscale
-    rows = b"".join(b"\x00" + row.tobytes() for row in grey)  # filter type 0 on every row
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
 def _write_wav(path: Path, wav: np.ndarray, sample_rate: int) -> None:

@@ -46,10 +46,11 @@ class Event:
     EXPORT_SKIPPED = "export_skipped"
     OUT_OF_MEMORY_RETRY = "out_of_memory_retry"
     TRACKER_FAILED = "tracker_failed"
+    LISTENING_FAILED = "listening_failed"
 
     # The ones a person watching the run must be told about.
     WARNINGS = (CHECKPOINT_SKIPPED, CHECKPOINT_CORRUPT, NONFINITE_SKIP, EXPORT_SKIPPED, OUT_OF_MEMORY_RETRY,
-                TRACKER_FAILED)
+                TRACKER_FAILED, LISTENING_FAILED)
 
 
 def jsonable(value: Any) -> Any:

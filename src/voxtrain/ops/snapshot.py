@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from voxtrain.artifacts.checkpoints import best_from_records, list_checkpoints
+from voxtrain.artifacts.checkpoints import best_from_records, list_checkpoints, run_best_by
 from voxtrain.artifacts.disk import checkpoints_that_fit
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.lock import running_trainer
@@ -145,7 +145,7 @@ def run_snapshot(run: Path | str, tail: MetricsTail | None = None, now: float | 
     )
     _fill_state(snap, rundir, records, traj, config)
     _fill_losses(snap, traj)
-    _fill_validation(snap, records, traj)
+    _fill_validation(snap, records, traj, rundir)
     _fill_timing(snap, records, traj)
     _fill_checkpoints(snap, rundir, records, config)
     _fill_health(snap, traj)
@@ -266,16 +266,16 @@ def _fill_losses(snap: RunSnapshot, traj: Trajectory) -> None:
         snap.frames_per_s = number(last.get("frames_per_s"))
 
 
-def _fill_validation(snap: RunSnapshot, records: list[dict], traj: Trajectory) -> None:
+def _fill_validation(snap: RunSnapshot, records: list[dict], traj: Trajectory, rundir: RunDir) -> None:
     points = _val_points(traj)
     snap.val_loss = points[-1][1] if points else None
     snap.val_trend = _trend(points[-VAL_TREND_RECORDS:])
     snap.val_count = len(traj.val)
     if traj.val:
         snap.val_loss_mel, snap.val_step = number(traj.val[-1].get("loss_mel")), traj.val[-1]["step"]
-    best = best_from_records(records)
+    best = best_from_records(records, *run_best_by(rundir.config))
     if best.step is not None:
-        snap.best_step, snap.best_val_mel = best.step, best.value
+        snap.best_step, snap.best_val_mel = best.step, best.val_mel
     elif exported := traj.events.get(Event.BEST_EXPORTED):
         # Validation records without loss_mel (older runs): the trainer's own export says which.
         snap.best_step, snap.best_val_mel = step_of(exported[-1]), number(exported[-1].get("val_mel_loss"))

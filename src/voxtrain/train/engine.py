@@ -1,8 +1,9 @@
 """The training loop: one explicit loop on Accelerate, readable in one sitting.
 
 A "step" is always an optimizer step. The loop stops at a stage target (`until_step`),
-at max_steps, on SIGTERM/SIGINT (after finishing the step and saving) or after too many
-consecutive non-finite steps (after saving the last good state).
+at max_steps, when the targets hold or the early stop fires (training.targets,
+training.early_stop: after saving), on SIGTERM/SIGINT (after finishing the step and saving)
+or after too many consecutive non-finite steps (after saving the last good state).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from voxtrain.artifacts.weights import export_metadata
 from voxtrain.data.loader import BucketBatchSampler, FeatureDataset, collate
 from voxtrain.malloc import retain_freed_memory
 from voxtrain.model import Batch, FastSpeech2, FastSpeech2Loss
+from voxtrain.train.listening import ListeningEvaluator
 from voxtrain.train.optim import make_optimizer
 from voxtrain.train.runtime import LogWindow, make_accelerator, own_process_group, quiet_other_ranks
 from voxtrain.train.session import RunSession, TrainOptions, match_weights, prepare_session
 from voxtrain.train.signals import StopRequest
 from voxtrain.train.state import capture_rng, lr_at, restore_rng, seed_everything
 from voxtrain.train.step import StepResult, is_out_of_memory, train_step
+from voxtrain.train.stopping import StopDecision, StopRules
 from voxtrain.train.validation import Validator
 
 log = logging.getLogger("voxtrain.train")
@@ -68,11 +71,14 @@ class Trainer:
                                     log=log.warning) if self.is_main else None
         self.ckpt = CheckpointManager(self.run, self.cfg.checkpoint, on_event=self._event, log=log.warning)
         self.step, self.epoch, self.batch_in_epoch, self.nonfinite_total = 0, 0, 0, 0
+        self.stop_rules = StopRules.from_config(self.cfg.training)
         if resume is not None:
             self._restore(resume)
         self.validator = Validator(
             self.bare_model, self.loss_fn, self.store, self.cfg, self.recorder, self.run, acc.device, acc.autocast,
         ) if self.is_main else None
+        self.listener = ListeningEvaluator(self.cfg, self.store, self.validator.synthesizer, self.recorder,
+                                           self.run) if self.is_main else None
         self.stop = StopRequest()
 
     def _build_model(self) -> None:
@@ -112,7 +118,8 @@ class Trainer:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.nonfinite_total = state.get("nonfinite_skipped", 0)
-        self.ckpt.best = BestTracker(state.get("best_step"), state.get("best_loss"))
+        self.ckpt.best = BestTracker.from_state(state, self.ckpt.best.metric, self.ckpt.best.direction)
+        self.stop_rules.restore(state.get("stop_rules"))
         # Every rank is seeded alike and consumes its RNG alike, so rank 0's saved state is
         # every rank's state: restoring it everywhere reproduces the unbroken run.
         restore_rng(state["rng"])
@@ -131,7 +138,9 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "symbols": self.store.symbols.to_dict(),
             "best_step": self.ckpt.best.step,
-            "best_loss": self.ckpt.best.value,
+            "best_loss": self.ckpt.best.val_mel,
+            "best": self.ckpt.best.state(),
+            "stop_rules": self.stop_rules.state(),
             "nonfinite_skipped": self.nonfinite_total,
             "mode": self.session.mode,
             "dataset_fingerprint": self.store.fingerprint,
@@ -181,6 +190,7 @@ class Trainer:
         tcfg = self.cfg.training
         target = min(self.opts.until_step or tcfg.max_steps, tcfg.max_steps)
         self._last_saved = self.step if self.session.resume_state is not None else -1
+        self._stop_cause: str | None = None
         self._skipped_saves = 0
         self._announce(target)
         for step, path, why in self.session.corrupt_checkpoints:  # found before the recorder existed
@@ -195,7 +205,7 @@ class Trainer:
             self.save()
         finally:
             self.stop.uninstall()
-        self._event(Event.STOP, reason=reason, exit_code=code)
+        self._event(Event.STOP, reason=reason, exit_code=code, cause=self._stop_cause)
         log.info("%s at step %d", reason, self.step)
         self.accelerator.end_training()
         return TrainResult(code, self.step, reason)
@@ -231,8 +241,9 @@ class Trainer:
             if self.step % tcfg.log_every == 0 or self.step == target:
                 self._log_train(window, lr, float(result.grad_norm), target)
                 window = LogWindow()
-            if self.step % tcfg.validate_every == 0:
-                self._validate()
+            if self.step % tcfg.validate_every == 0 and (decision := self._validate()) is not None:
+                self._stop_cause = decision.cause
+                return decision.reason, EXIT_OK
             if self.step % tcfg.save_every == 0 and not self.save():
                 return self._no_checkpoint_message(), EXIT_NO_CHECKPOINT
         return f"reached target step {target}", EXIT_OK
@@ -290,16 +301,36 @@ class Trainer:
             f"smaller training.grad_clip, or check the data (voxtrain prepare's rejected.tsv)."
         )
 
-    def _validate(self) -> None:
+    def _validate(self) -> StopDecision | None:
+        """Validation, listening scores when due, the best checkpoint, and the stop rules; the
+        decision to end the run here, which every rank gets."""
         self.accelerator.wait_for_everyone()
+        decision = None
         if self.validator is not None:
             with torch.random.fork_rng(devices=[]):  # validation never shifts the training RNG
                 val = self.validator.run_validation(self.step)
-            if val is not None and self.ckpt.best.update(self.step, val["mel"]):
-                meta = export_metadata(self.cfg.to_dict(), self.store.symbols.to_dict(), self.step,
-                                       val_mel_loss=self.ckpt.best.value)
-                self.ckpt.export_best(self.bare_model.state_dict(), meta)
+                scores = self.listener.evaluate(self.step)
+            if val is not None and (scores is not None or not self.listener.available):
+                self._update_best(val, scores)
+            measured = {f"val_{k}": v for k, v in (val or {}).items()} | (scores or {})
+            decision = self.stop_rules.observe(measured)
         self.accelerator.wait_for_everyone()
+        return self._agree(decision)
+
+    def _update_best(self, val: dict[str, float], scores: dict[str, float] | None) -> None:
+        if self.ckpt.best.consider(self.step, val["mel"], scores):
+            meta = export_metadata(self.cfg.to_dict(), self.store.symbols.to_dict(), self.step,
+                                   val_mel_loss=val["mel"], scores=scores or None)
+            self.ckpt.export_best(self.bare_model.state_dict(), meta)
+
+    def _agree(self, decision: StopDecision | None) -> StopDecision | None:
+        """Rank 0's stop decision on every rank, so all of them leave the loop at the same step."""
+        if self.accelerator.num_processes == 1:
+            return decision
+        flag = torch.tensor([1.0 if decision is not None else 0.0], device=self.accelerator.device)
+        if self.accelerator.reduce(flag, reduction="sum").item() == 0:
+            return None
+        return decision or StopDecision("stop_rules", "stopped by rank 0's stop rules")
 
     def _log_train(self, window: LogWindow, lr: float, grad_norm: float, target: int) -> None:
         means = window.means()

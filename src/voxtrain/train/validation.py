@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from voxtrain.artifacts.image import write_png
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.recorder import RunRecorder
 from voxtrain.artifacts.store import FeatureStore
@@ -95,10 +96,12 @@ class Validator:
         t, n = int(batch.mel_lens[0]), int(batch.phoneme_lens[0])
         self.recorder.image("val/mel_target", _image(batch.mels[0, :t].T), step)
         self.recorder.image("val/mel_predicted", _image(out["mel_pred"][0, :t].T), step)
-        self.recorder.image("val/alignment_soft", _image(out["attn_soft"][0, 0, :t, :n].T), step)
+        soft = _image(out["attn_soft"][0, 0, :t, :n].T)
+        self.recorder.image("val/alignment_soft", soft, step)
+        write_png(self.run.alignment_image(step), soft[0].numpy())  # for the report page
         self.recorder.image("val/alignment_hard", _image(out["attn_hard"][0, 0, :t, :n].T), step)
 
-    def _synthesizer(self):
+    def synthesizer(self):
         from voxtrain.synth import AcousticModel, Synthesizer
 
         if self._synth is None:
@@ -110,7 +113,7 @@ class Validator:
         sentences = self.cfg.training.validation_sentences
         if not sentences or self.cfg.training.sample_vocoder == "none":
             return
-        synth = self._synthesizer()
+        synth = self.synthesizer()
         try:
             wavs = synth.waveforms(sentences, allow_unknown=True)
         finally:
