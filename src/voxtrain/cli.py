@@ -348,7 +348,7 @@ def synth(
 @app.command()
 def checkpoints(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
     """List a run's checkpoints: step, time, size, validity, best, total disk use."""
-    from voxtrain.ops.report import print_checkpoints
+    from voxtrain.ops.listing import print_checkpoints
 
     _require_run_dir(run)
     print_checkpoints(run)

@@ -23,8 +23,9 @@ from rich.text import Text
 
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.records import MetricsTail
-from voxtrain.ops.report import human_bytes
+from voxtrain.ops.listing import human_bytes
 from voxtrain.ops.snapshot import CheckpointRow, RunSnapshot, run_snapshot
+from voxtrain.ops.targets import target_lines
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 STATE_STYLE = {"running": "bold green", "finished": "bold cyan", "stopped": "bold yellow",
@@ -100,8 +101,28 @@ def _val_line(s: RunSnapshot) -> str:
     if s.val_loss is None:
         return "validation: none yet"
     trend = f" {TREND_ARROW[s.val_trend]} {s.val_trend}" if s.val_trend else ""
-    best = f"; best mel {_f(s.best_val_mel)} at step {s.best_step}" if s.best_step is not None else ""
+    best = f"; {_best_words(s)}" if s.best_step is not None else ""
     return f"validation: {_f(s.val_loss)}{trend} at step {s.val_step}{best}"
+
+
+def _best_words(s: RunSnapshot) -> str:
+    if s.best_step is None:
+        return ""
+    by = f"{s.best_by} {_f(s.best_value)}, " if s.best_by != "val_mel" and s.best_value is not None else ""
+    return f"best at step {s.best_step} ({by}mel {_f(s.best_val_mel)})"
+
+
+def _scores_line(s: RunSnapshot) -> str | None:
+    if s.scores_step is None:
+        return None
+    cost = f" ({s.scores_seconds:.0f}s)" if s.scores_seconds is not None else ""
+    return f"scores at step {s.scores_step}{cost}: " + "  ".join(f"{k} {v:.3f}" for k, v in s.scores.items())
+
+
+def _listening_lines(s: RunSnapshot) -> list[str]:
+    lines = [line for line in (_scores_line(s),) if line]
+    lines += [f"target {t}" for t in target_lines(s.targets)]
+    return lines
 
 
 def _ckpt_line(row: CheckpointRow | None) -> str:
@@ -134,6 +155,7 @@ def text_lines(s: RunSnapshot) -> list[str]:
         f"loss: {_f(s.loss)}  avg100 {_f(s.loss_avg100)}  mel {_f(s.loss_mel)}  lr {_f(s.lr, '.2e')}",
         f"curve: {sparkline(s.loss_recent) or '-'}",
         _val_line(s),
+        *_listening_lines(s),
         f"speed: {_f(s.steps_per_s, '.2f')} steps/s  {_eta_words(s)}",
         f"elapsed: {duration(s.elapsed_s)} since first start, {duration(s.session_elapsed_s)} "
         f"this session ({s.sessions} session(s))",
@@ -157,6 +179,7 @@ def status_lines(s: RunSnapshot) -> list[str]:
                  f", val {_f(s.val_loss)}" if s.val_loss is not None else "")]
     if s.steps_per_s is not None:
         lines.append(f"{_f(s.steps_per_s, '.2f')} steps/s, {_eta_words(s)}")
+    lines += _listening_lines(s)
     lines.append(f"last checkpoint: {_ckpt_line(s.last_checkpoint)}")
     lines += [f"WARNING: {w}" for w in s.warnings]
     return lines
@@ -198,7 +221,7 @@ def render(s: RunSnapshot) -> RenderableType:
     val = Text(f"last  {_f(s.val_loss)} ")
     if trend:
         val.append(f"{TREND_ARROW[trend]} {trend}", style="red" if trend == "rising" else "green")
-    val.append(f"\nstep  {_f(s.val_step, 'd')}\nbest  mel {_f(s.best_val_mel)} @ {_f(s.best_step, 'd')}")
+    val.append(f"\nstep  {_f(s.val_step, 'd')}\n{_best_words(s) or 'best  -'}")
     eta_word = "ETA" if s.state == "running" else "left"
     speed = Text(
         f"{_f(s.steps_per_s, '.2f')} steps/s\n{eta_word} target  {duration(s.eta_target_s)}\n"
@@ -229,6 +252,8 @@ def render(s: RunSnapshot) -> RenderableType:
 
     parts: list[RenderableType] = [_panel(header, "run", STATE_STYLE.get(s.state, "blue").split()[-1]),
                                    progress, row1, row2]
+    if listening := _listening_lines(s):
+        parts.append(_panel(Text("\n".join(listening)), "listening scores and targets"))
     if s.warnings:
         parts.append(_panel(Text("\n".join(f"• {w}" for w in s.warnings), style="red"), "warnings", "red"))
     return Group(*parts)

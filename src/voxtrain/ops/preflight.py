@@ -11,7 +11,7 @@ from voxtrain.artifacts.checkpoints import list_checkpoints
 from voxtrain.artifacts.disk import run_needs
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.config import Config
-from voxtrain.ops.report import human_bytes
+from voxtrain.ops.listing import human_bytes
 from voxtrain.versions import versions_line
 
 PASS, WARN, FAIL = "pass", "warn", "fail"

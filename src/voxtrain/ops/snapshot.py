@@ -24,6 +24,7 @@ from voxtrain.artifacts.disk import checkpoints_that_fit
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.lock import running_trainer
 from voxtrain.artifacts.records import Event, MetricsTail, Trajectory, jsonable, number, step_of, trajectory
+from voxtrain.ops.targets import latest_scores, target_forecasts
 
 AVG_WINDOW_STEPS = 100
 SPARK_POINTS = 120
@@ -89,6 +90,14 @@ class RunSnapshot:
     val_trend: str | None = None  # rising | falling | flat over the last VAL_TREND_RECORDS validations
     best_step: int | None = None
     best_val_mel: float | None = None
+    best_by: str = "val_mel"  # checkpoint.best_by
+    best_value: float | None = None  # the best checkpoint's best_by metric
+    # -- listening scores and targets ----------------------------------------------------
+    scores: dict[str, float] = field(default_factory=dict)  # the newest evaluation's
+    scores_step: int | None = None
+    scores_seconds: float | None = None  # what that evaluation cost
+    targets: list[dict[str, Any]] = field(default_factory=list)  # per target: value and forecast
+    stop_cause: str | None = None  # targets_reached, early_stop, ... of the newest stop event
     # -- speed and time ------------------------------------------------------------------
     steps_per_s: float | None = None  # wall clock, validation and saving included
     frames_per_s: float | None = None  # as the trainer logged it
@@ -148,6 +157,8 @@ def run_snapshot(run: Path | str, tail: MetricsTail | None = None, now: float | 
     _fill_validation(snap, records, traj, rundir)
     _fill_timing(snap, records, traj)
     _fill_checkpoints(snap, rundir, records, config)
+    snap.scores_step, snap.scores, snap.scores_seconds = latest_scores(traj)
+    snap.targets = target_forecasts(config, traj, snap.step, snap.steps_per_s)
     _fill_health(snap, traj)
     snap.warnings = _warnings(snap, traj)
     return snap
@@ -186,6 +197,7 @@ def _fill_state(snap: RunSnapshot, rundir: RunDir, records: list[dict], traj: Tr
     snap.epoch = last_train.get("epoch") if last_train else None
     stop = traj.stop
     snap.stop_reason = stop.get("reason") if stop else None
+    snap.stop_cause = stop.get("cause") if stop else None
     snap.exit_code = stop.get("exit_code") if stop else None
     proc = running_trainer(rundir)
     if proc is not None:
@@ -274,6 +286,7 @@ def _fill_validation(snap: RunSnapshot, records: list[dict], traj: Trajectory, r
     if traj.val:
         snap.val_loss_mel, snap.val_step = number(traj.val[-1].get("loss_mel")), traj.val[-1]["step"]
     best = best_from_records(records, *run_best_by(rundir.config))
+    snap.best_by, snap.best_value = best.metric, best.value
     if best.step is not None:
         snap.best_step, snap.best_val_mel = best.step, best.val_mel
     elif exported := traj.events.get(Event.BEST_EXPORTED):
