@@ -26,6 +26,7 @@ from voxtrain.artifacts.weights import export_metadata
 from voxtrain.data.loader import BucketBatchSampler, FeatureDataset, collate
 from voxtrain.malloc import retain_freed_memory
 from voxtrain.model import Batch, FastSpeech2, FastSpeech2Loss
+from voxtrain.report import refresh_report
 from voxtrain.train.listening import ListeningEvaluator
 from voxtrain.train.optim import make_optimizer
 from voxtrain.train.runtime import LogWindow, make_accelerator, own_process_group, quiet_other_ranks
@@ -314,6 +315,7 @@ class Trainer:
                 self._update_best(val, scores)
             measured = {f"val_{k}": v for k, v in (val or {}).items()} | (scores or {})
             decision = self.stop_rules.observe(measured)
+            refresh_report(self.run, log.warning)
         self.accelerator.wait_for_everyone()
         return self._agree(decision)
 
