@@ -8,7 +8,7 @@ DEMO   := demo
 DEMO_SENTENCES ?= 600
 DEMO_ARGS ?=
 
-.PHONY: demo test lint bench clean-demo
+.PHONY: demo test lint bench clean-demo chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,15 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/python tools/check_layers.py src/voxtrain
 
-test: lint
+# Headless Chromium for the report page's browser test (tests/test_report.py skips without it).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if ! command -v apt-get >/dev/null 2>&1; then echo "no chromium and no apt-get: the browser test of tests/test_report.py will skip"; \
+	  elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium missing and no root/sudo: the browser test of tests/test_report.py will skip (apt-get install chromium)"; fi; }
+
+test: lint chromium
 	$(BIN)/python -m pytest -q
 
 clean-demo:

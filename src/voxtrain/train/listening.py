@@ -95,6 +95,7 @@ class ListeningEvaluator:
             scores["composite"] = composite_score(scores)
         seconds = time.perf_counter() - t0
         self.recorder.eval(step, scores, seconds=seconds, sentences=len(self._sentences) - len(result.refused),
+                           texts=self._sentences,
                            errors=result.errors or None,
                            refused=[r.to_json() for r in result.refused] or None)
         for scorer, error in result.errors.items():
