@@ -294,7 +294,8 @@ def stop(
 @app.command()
 def synth(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-k", help="Checkpoint .pt or exported .safetensors.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output .wav (one text) or directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .wav (one text) or directory; with --stream, "
+                                                        "'-' is raw 16-bit mono PCM on stdout.")],
     text: Annotated[str | None, typer.Option("--text", "-t", help="Text to speak.")] = None,
     text_file: Annotated[Path | None, typer.Option(help="File with one sentence per line.")] = None,
     vocoder: Annotated[str, typer.Option(help="hifigan or griffin-lim.")] = "hifigan",
@@ -309,10 +310,17 @@ def synth(
     ] = "spell",
     engine: Annotated[str, typer.Option(help="torch, or onnx: onnxruntime (no torch) on an `export --onnx` "
                                              "voice given as --checkpoint VOICE.onnx (HiFi-GAN built in).")] = "torch",
+    stream: Annotated[bool, typer.Option("--stream", help="Write the audio chunk by chunk as it is made "
+                                                          "(HiFi-GAN): a growing WAV, or PCM on stdout (-o -).")
+                      ] = False,
 ) -> None:
     """Synthesize text to WAV with a trained model and a neural vocoder."""
     if (text is None) == (text_file is None):
         _usage_error("give exactly one of them", param="'--text' / '--text-file'")
+    if str(out) == "-" and not stream:
+        _usage_error("'-' (PCM on stdout) needs --stream", param="'--out'")
+    if stream and vocoder != "hifigan":
+        _usage_error("--stream runs HiFi-GAN over mel windows; Griffin-Lim needs the whole mel", param="'--vocoder'")
     misfit = (vocoder, vocoder_path) != ("hifigan", None) or precision not in ("auto", "fp32")
     if engine not in ("torch", "onnx") or (engine == "onnx" and misfit):
         _usage_error(f"{engine!r}: choose torch, or onnx (fp32, HiFi-GAN built in: no --vocoder*, --precision)",
@@ -323,24 +331,35 @@ def synth(
         texts = [line for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
         texts = [text]
+    target = "-" if str(out) == "-" else out
     if engine == "onnx":  # imported alone: the onnx engine runs without torch
-        from voxtrain.export.engine import OnnxVoiceError, synthesize_onnx
+        from voxtrain.export.engine import OnnxVoiceError, synthesize_onnx, synthesize_onnx_stream
 
         try:
-            paths = synthesize_onnx(texts if len(texts) > 1 else texts[0], checkpoint, out, pace, None, foreign_text)
+            if stream:
+                done = synthesize_onnx_stream(texts, checkpoint, target, pace, None, foreign_text)
+            else:
+                paths = synthesize_onnx(texts if len(texts) > 1 else texts[0], checkpoint, out, pace, None,
+                                        foreign_text)
         except OnnxVoiceError as err:
             _fail(str(err))
     else:
-        from voxtrain.synth import SynthError, synthesize
+        from voxtrain.synth import SynthError, synthesize, synthesize_stream
         from voxtrain.vocoder import VocoderError
 
         try:
-            paths = synthesize(
-                texts if len(texts) > 1 else texts[0], checkpoint, out, vocoder, vocoder_path, pace,
-                precision=precision, foreign_text=foreign_text,
-            )
+            if stream:
+                done = synthesize_stream(texts, checkpoint, target, vocoder_path, pace, precision=precision,
+                                         foreign_text=foreign_text)
+            else:
+                paths = synthesize(texts if len(texts) > 1 else texts[0], checkpoint, out, vocoder, vocoder_path,
+                                   pace, precision=precision, foreign_text=foreign_text)
         except (SynthError, VocoderError) as err:
             _fail(str(err))
+    if stream:  # on stderr: stdout may be the audio itself
+        for where, stats in done:
+            typer.echo(stats.describe(where), err=True)
+        return
     for p in paths:
         typer.echo(f"wrote {p}")
 
@@ -355,6 +374,16 @@ def checkpoints(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> 
 
 
 @app.command()
+def report(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+    """Write RUN/report.html: curves, targets and their forecast, checkpoints with their scores,
+    the latest alignment and every evaluation's clips, in one page that opens offline."""
+    from voxtrain.report import write_report
+
+    _require_run_dir(run)
+    typer.echo(f"wrote {write_report(run)}")
+
+
+@app.command()
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint .pt to export (--onnx: or a .safetensors).")],
     out: Annotated[Path, typer.Argument(help="Output .safetensors path (a .json sidecar is written beside it).")],
@@ -362,6 +391,8 @@ def export(
     onnx: Annotated[bool, typer.Option("--onnx", help="Write OUT.onnx (+ .onnx.json): model and HiFi-GAN as one "
                                                       "piper voice, only if it speaks like PyTorch.")] = False,
     vocoder_path: Annotated[Path | None, typer.Option(help="--onnx: a jik876 HiFi-GAN generator file.")] = None,
+    stream: Annotated[bool, typer.Option(help="--onnx: also write OUT.acoustic.onnx and OUT.vocoder.onnx, which "
+                                              "`synth --engine onnx --stream` needs (piper does not).")] = True,
 ) -> None:
     """Export inference weights (safetensors + JSON with config and symbols) that `synth` loads."""
     from voxtrain.artifacts.checkpoints import CheckpointError
@@ -376,7 +407,7 @@ def export(
         from voxtrain.export.onnx import ExportError, export_onnx_voice
 
         try:
-            typer.echo(export_onnx_voice(checkpoint, out, vocoder_path).describe())
+            typer.echo(export_onnx_voice(checkpoint, out, vocoder_path, stream=stream).describe())
         except ExportError as err:
             _fail(str(err))
         return

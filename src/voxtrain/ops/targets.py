@@ -9,7 +9,7 @@ from typing import Any
 from voxtrain.artifacts.records import Trajectory, number
 
 # Fields of an eval record that are not scores.
-_NOT_SCORES = frozenset({"type", "time", "step", "seconds", "sentences", "errors", "refused"})
+_NOT_SCORES = frozenset({"type", "time", "step", "seconds", "sentences", "texts", "errors", "refused"})
 
 
 def latest_scores(traj: Trajectory) -> tuple[int | None, dict[str, float], float | None]:
