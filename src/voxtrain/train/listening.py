@@ -76,7 +76,17 @@ class ListeningEvaluator:
         return self._reference
 
     def evaluate(self, step: int) -> dict[str, float] | None:
-        """Score the voice at `step`: the scores that were measured, or None when scoring is off."""
+        """Score the voice at `step`: the scores that were measured (none when the evaluation
+        failed as a whole), or None when scoring is off."""
+        try:
+            return self._evaluate(step)
+        except Exception as err:  # a broken scorer must never end the run it measures
+            log.warning("listening evaluation failed at step %d (%s: %s); training goes on, this evaluation's "
+                        "best checkpoint is judged by val_mel", step, type(err).__name__, err)
+            self.recorder.event(Event.LISTENING_FAILED, step, scorer="all", error=f"{type(err).__name__}: {err}")
+            return {}
+
+    def _evaluate(self, step: int) -> dict[str, float] | None:
         if not self.due(step) or not self._setup():
             return None
         from voxtrain.listening import composite_score, score_synthesizer
