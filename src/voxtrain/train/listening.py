@@ -83,7 +83,10 @@ class ListeningEvaluator:
         except Exception as err:  # a broken scorer must never end the run it measures
             log.warning("listening evaluation failed at step %d (%s: %s); training goes on, this evaluation's "
                         "best checkpoint is judged by val_mel", step, type(err).__name__, err)
-            self.recorder.event(Event.LISTENING_FAILED, step, scorer="all", error=f"{type(err).__name__}: {err}")
+            error = f"{type(err).__name__}: {err}"
+            # The record says this validation was due a score, as the best-checkpoint replay needs.
+            self.recorder.eval(step, {}, errors={"all": error})
+            self.recorder.event(Event.LISTENING_FAILED, step, scorer="all", error=error)
             return {}
 
     def _evaluate(self, step: int) -> dict[str, float] | None:
