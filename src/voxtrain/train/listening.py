@@ -92,7 +92,7 @@ class ListeningEvaluator:
     def _evaluate(self, step: int) -> dict[str, float] | None:
         if not self.due(step) or not self._setup():
             return None
-        from voxtrain.listening import composite_score, score_synthesizer
+        from voxtrain.listening import score_synthesizer
 
         t0 = time.perf_counter()
         synth = self.synthesizer()
@@ -121,3 +121,19 @@ class ListeningEvaluator:
                  " ".join(f"{k} {v:.3f}" for k, v in scores.items()) or "none", seconds)
         return scores
 
+
+
+# Each score's floor and ceiling: what an untrained model (WER) or Griffin-Lim (DNSMOS) and the
+# real clips get on voxtrain's held-out sentences (docs/LISTENING.md).
+COMPOSITE_ANCHORS = {"wer": (1.0, 0.18), "dnsmos_ovrl": (2.2, 3.27), "similarity": (0.6, 0.95)}
+
+
+def composite_score(scores: dict[str, float]) -> float:
+    """How far, on average, the voice has come from the floor to the ceiling of each measured
+    score (0 = floor, 1 = ceiling; beyond either end is clipped), so that intelligibility,
+    naturalness and similarity weigh alike whatever their units."""
+    parts = []
+    for name, (floor, ceiling) in COMPOSITE_ANCHORS.items():
+        if name in scores:
+            parts.append(min(max((scores[name] - floor) / (ceiling - floor), 0.0), 1.0))
+    return sum(parts) / len(parts) if parts else float("nan")
