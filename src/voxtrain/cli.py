@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -371,6 +372,33 @@ def checkpoints(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> 
 
     _require_run_dir(run)
     print_checkpoints(run)
+
+
+@app.command()
+def evaluate(
+    target: Annotated[Path, typer.Argument(help="A checkpoint (.pt or .safetensors), or a run directory.")],
+    sentences: Annotated[Path | None, typer.Option(help="Held-out sentences, one per line.")] = None,
+    features: Annotated[Path | None, typer.Option(help="The feature store: adds ceiling and floor rows.")] = None,
+    corpus: Annotated[Path | None, typer.Option(help="The corpus with the real validation clips.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Listening scores (WER, DNSMOS, speaker similarity) of a checkpoint or of every checkpoint
+    of a run, with the ceiling and floor measured on the same sentences (needs the eval extra)."""
+    from voxtrain.listening import ListeningUnavailable, SentenceError
+    from voxtrain.ops.evaluation import evaluate as run_evaluation
+    from voxtrain.ops.evaluation import print_evaluation
+    from voxtrain.synth import SynthError
+
+    if not target.exists():
+        _usage_error(f"{target} does not exist", "target")
+    try:
+        result = run_evaluation(target, sentences, features, corpus)
+    except (ListeningUnavailable, SentenceError, SynthError, FileNotFoundError) as err:
+        _fail(str(err))
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=1))
+    else:
+        print_evaluation(result)
 
 
 @app.command()
