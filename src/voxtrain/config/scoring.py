@@ -71,7 +71,7 @@ class EvaluationConfig(_Section):
         "speaker (similarity).",
     )
     reference_clips: int = Field(
-        20, ge=1, description="Validation clips whose copy-synthesis makes the speaker reference (centroid)."
+        8, ge=1, description="Validation clips whose copy-synthesis makes the speaker reference (centroid)."
     )
 
     def logs(self, metric: str) -> bool:
