@@ -57,7 +57,7 @@ def test_a_cycle_within_one_layer_fails(package_copy) -> None:
 
 
 def test_operations_never_import_training(package_copy) -> None:
-    _append(package_copy / "ops" / "report.py", "import voxtrain.train.state  # noqa")
+    _append(package_copy / "ops" / "listing.py", "import voxtrain.train.state  # noqa")
     r = _check(package_copy)
     assert r.returncode == 1 and "ops must not import train" in r.stderr
 
