@@ -164,7 +164,8 @@ def test_only_rank_zero_writes_the_run_directory(two_ranks):
     assert sorted(p.name for p in run.checkpoints.iterdir()) == [
         "best.json", "best.safetensors", "ckpt-step00000030.pt", "ckpt-step00000040.pt"]
     assert sorted(p.name for p in run.samples.iterdir()) == [f"step_{s:07d}" for s in (10, 20, 30, 40)]
-    assert all([p.name for p in d.iterdir()] == ["sample_001.wav"] for d in run.samples.iterdir())
+    expected = ["alignment.png", "sample_001.wav"]
+    assert all(sorted(p.name for p in d.iterdir()) == expected for d in run.samples.iterdir())
     assert len(list(run.tensorboard.iterdir())) == 1, list(run.tensorboard.iterdir())
     assert run.config.is_file()
     assert len(json.loads(run.run_info.read_text())["sessions"]) == 1

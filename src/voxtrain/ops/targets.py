@@ -48,10 +48,13 @@ def target_forecasts(config: dict | None, traj: Trajectory, step: int,
         return []
     from voxtrain.forecast import forecast_target
 
+    training = (config or {}).get("training") or {}
+    horizon, hold = number(training.get("max_steps")), int(number(training.get("targets_hold")) or 1)
     rows = []
     for metric, (threshold, direction) in specs.items():
         history = traj.history(metric)
-        fc = forecast_target([s for s, _ in history], [v for _, v in history], threshold, direction)
+        fc = forecast_target([s for s, _ in history], [v for _, v in history], threshold, direction,
+                             horizon=horizon, metric=metric, hold=hold)
         rows.append({"metric": metric, "target": threshold, "direction": direction,
                      "value": history[-1][1] if history else None, "forecast": fc.to_json(),
                      "text": fc.describe(step, steps_per_s)})
@@ -59,9 +62,4 @@ def target_forecasts(config: dict | None, traj: Trajectory, step: int,
 
 
 def target_lines(forecasts: list[dict[str, Any]]) -> list[str]:
-    lines = []
-    for f in forecasts:
-        sign = "<=" if f["direction"] == "below" else ">="
-        value = "-" if f["value"] is None else f"{f['value']:.4g}"
-        lines.append(f"{f['metric']} {sign} {f['target']:g} (now {value}): {f['text']}")
-    return lines
+    return [f["text"] for f in forecasts]
