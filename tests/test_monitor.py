@@ -170,7 +170,8 @@ def test_skipped_saves_nonfinite_and_corrupt_warnings(tmp_path):
         f.write(json.dumps(event("checkpoint_corrupt", 10, t=time.time() + 5, error="truncated")) + "\n")
     s = run_snapshot(run)
     assert s.counts == {"checkpoint_skipped": 2, "checkpoint_corrupt": 1, "nonfinite_skip": 1,
-                        "export_skipped": 0, "out_of_memory_retry": 0, "tracker_failed": 0}
+                        "export_skipped": 0, "out_of_memory_retry": 0, "tracker_failed": 0,
+                        "listening_failed": 0}
     assert s.checkpoints[0].corrupt and s.nonfinite_skipped == 1
     warnings = "\n".join(s.warnings)
     assert "2 checkpoint save(s) SKIPPED, last at step 40: disk full (ENOSPC) while writing; none saved" in warnings
@@ -273,7 +274,8 @@ JSON_KEYS = {
     "eta_target_s", "eta_max_s", "started", "session_started", "sessions", "elapsed_s", "session_elapsed_s",
     "last_record_time", "last_record_age_s", "checkpoints", "checkpoints_bytes", "last_checkpoint", "disk_free",
     "checkpoints_fit", "process", "gpu", "counts", "nonfinite_skipped", "log_file", "metrics_records",
-    "metrics_bad_lines", "metrics_torn_tail", "warnings",
+    "metrics_bad_lines", "metrics_torn_tail", "warnings", "best_by", "best_value", "scores", "scores_step",
+    "scores_seconds", "targets", "stop_cause",
 }
 
 

@@ -81,7 +81,7 @@ def run_best_by(config_path: Path) -> tuple[str, str]:
         metric = str(data.get("checkpoint", {}).get("best_by") or VAL_MEL)
     except (OSError, ValueError, AttributeError, yaml.YAMLError):
         return VAL_MEL, "below"
-    from voxtrain.config.scoring import metric_direction
+    from voxtrain.metrics import metric_direction
 
     try:
         return metric, metric_direction(metric)

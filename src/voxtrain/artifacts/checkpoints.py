@@ -135,7 +135,7 @@ class CheckpointManager:
         self.cfg = cfg
         self.on_event = on_event or (lambda name, step, **fields: None)
         self.log = log
-        from voxtrain.config.scoring import metric_direction
+        from voxtrain.metrics import metric_direction
 
         self.best = BestTracker(cfg.best_by, metric_direction(cfg.best_by))
         self.corrupt: list[tuple[int, Path, str]] = []  # (step, path, why) found by load_latest

@@ -405,6 +405,11 @@ def _event_warnings(s: RunSnapshot, traj: Trajectory) -> list[str]:
     for failed in events.get(Event.TRACKER_FAILED, []):
         out.append(f"experiment tracker {failed.get('tracker', '?')} failed ({failed.get('during', '?')}): "
                    f"{failed.get('error', '?')}; the run goes on without it")
+    failed_scores = events.get(Event.LISTENING_FAILED)
+    if failed_scores:
+        last = failed_scores[-1]
+        out.append(f"listening scorer {last.get('scorer', '?')} failed {len(failed_scores)} time(s), last at step "
+                   f"{last.get('step')}: {last.get('error', '?')}; training goes on, best falls back to val_mel")
     retries = events.get(Event.OUT_OF_MEMORY_RETRY)
     if retries:
         out.append(f"{len(retries)} step(s) ran out of memory and were redone in smaller micro-batches, last at "

@@ -22,7 +22,7 @@ def latest_scores(traj: Trajectory) -> tuple[int | None, dict[str, float], float
 
 
 def _target_specs(config: dict | None) -> dict[str, tuple[float, str]]:
-    from voxtrain.config.scoring import metric_direction
+    from voxtrain.metrics import metric_direction
 
     targets = ((config or {}).get("training") or {}).get("targets") or {}
     specs = {}
