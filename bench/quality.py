@@ -77,7 +77,8 @@ def main() -> None:
     from voxtrain.artifacts.layout import RunDir
     from voxtrain.data import FeatureStore
     from voxtrain.demo_corpus import HELDOUT_PATH, load_sentences, make_corpus
-    from voxtrain.evaluation import ASR, duration_errors, load_reference_durations, word_error_rate
+    from voxtrain.evaluation import duration_errors, load_reference_durations
+    from voxtrain.listening import ASR, word_error_rate
     from voxtrain.synth import Synthesizer, load_acoustic_model
 
     work = args.workdir
@@ -106,8 +107,8 @@ def main() -> None:
     make_corpus(teacher_dir, voice="piper", sentences=heldout, progress=False)
     teacher = sorted((teacher_dir / "wavs").glob("*.wav"))
     asr = ASR()
-    student_hyp = [asr.transcribe(p) for p in student]
-    teacher_hyp = [asr.transcribe(p) for p in teacher]
+    student_hyp = [asr.transcribe_file(p) for p in student]
+    teacher_hyp = [asr.transcribe_file(p) for p in teacher]
     result["wer_student"] = round(word_error_rate(heldout, student_hyp), 4)
     result["wer_teacher"] = round(word_error_rate(heldout, teacher_hyp), 4)
     result["wer_ratio"] = round(result["wer_student"] / max(result["wer_teacher"], 1e-9), 3)

@@ -92,7 +92,7 @@ class ListeningEvaluator:
     def _evaluate(self, step: int) -> dict[str, float] | None:
         if not self.due(step) or not self._setup():
             return None
-        from voxtrain.listening import score_synthesizer
+        from voxtrain.listening import composite_score, score_synthesizer
 
         t0 = time.perf_counter()
         synth = self.synthesizer()
@@ -104,8 +104,8 @@ class ListeningEvaluator:
             result = score_synthesizer(synth, self._sentences, self._scorers, self._speaker_reference(synth),
                                        out_dir=self.run.eval_sample_dir(step))
         scores = dict(result.scores)
-        if scores:
-            scores["composite"] = composite_score(scores)
+        if (composite := composite_score(scores)) is not None:
+            scores["composite"] = composite
         seconds = time.perf_counter() - t0
         self.recorder.eval(step, scores, seconds=seconds, sentences=len(self._sentences) - len(result.refused),
                            texts=self._sentences,
@@ -122,20 +122,3 @@ class ListeningEvaluator:
         return scores
 
 
-
-# Each score's floor and ceiling on voxtrain's held-out sentences (bench/listening_scores.py):
-# WER from an untrained model (1.0) to the piper teacher (0.165); DNSMOS OVRL from the demo voice
-# through Griffin-Lim (2.18) to the teacher (3.25); similarity from another voice (0.70) to the
-# teacher against its own clips (0.946).
-COMPOSITE_ANCHORS = {"wer": (1.0, 0.165), "dnsmos_ovrl": (2.18, 3.25), "similarity": (0.70, 0.946)}
-
-
-def composite_score(scores: dict[str, float]) -> float:
-    """How far, on average, the voice has come from the floor to the ceiling of each measured
-    score (0 = floor, 1 = ceiling; beyond either end is clipped), so that intelligibility,
-    naturalness and similarity weigh alike whatever their units."""
-    parts = []
-    for name, (floor, ceiling) in COMPOSITE_ANCHORS.items():
-        if name in scores:
-            parts.append(min(max((scores[name] - floor) / (ceiling - floor), 0.0), 1.0))
-    return sum(parts) / len(parts) if parts else float("nan")

@@ -1,0 +1,210 @@
+"""Listening scores on real audio made here: the piper joe voice, an espeak voice, a Griffin-Lim
+resynthesis of the piper clip, and noise. Each scorer must order clearly different inputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from voxtrain.audio import load_audio
+from voxtrain.config import AudioConfig, config_from_dict
+
+pytest.importorskip("pocketsphinx")
+pytest.importorskip("onnxruntime")
+
+RATE = 22050
+SAID = "Our neighbors planted three apple trees along the fence last spring."
+OTHER = "Please send the report to the whole team before Friday."
+ENROL = "My grandmother still writes letters by hand every week."
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, np.ndarray]:
+    """piper (SAID, ENROL), espeak (SAID), Griffin-Lim of piper's SAID, and white noise."""
+    from voxtrain.audio import mel_spectrogram
+    from voxtrain.demo_corpus import CorpusError, make_corpus
+    from voxtrain.vocoder import GriffinLimVocoder
+
+    root = tmp_path_factory.mktemp("listening")
+    try:
+        make_corpus(root / "piper", voice="piper", sentences=[SAID, ENROL], progress=False)
+    except CorpusError as err:
+        pytest.skip(f"the demo extra (piper) is needed: {err}")
+    make_corpus(root / "espeak", voice="espeak", sentences=[SAID], progress=False)
+    piper = [load_audio(root / "piper" / "wavs" / f"vox_000{i}.wav", RATE) for i in (1, 2)]
+    mel = mel_spectrogram(piper[0], AudioConfig())
+    import torch
+
+    griffin_lim = GriffinLimVocoder(AudioConfig())(torch.from_numpy(mel.T.copy()))[0].numpy()
+    noise = np.random.default_rng(0).normal(0, 0.1, len(piper[0])).astype(np.float32)
+    return {"piper": piper[0], "enrol": piper[1], "espeak": load_audio(root / "espeak" / "wavs" / "vox_0001.wav", RATE),
+            "griffin_lim": griffin_lim, "noise": noise}
+
+
+@pytest.fixture(scope="module")
+def scored(clips):
+    """All three scorers over the four versions of SAID, similarity against piper's other clip."""
+    from voxtrain.listening import Scorers, speaker_reference
+
+    names = ["piper", "espeak", "griffin_lim", "noise"]
+    reference = speaker_reference([clips["enrol"]], RATE, "piper, another sentence")
+    result = Scorers().score([clips[n] for n in names], RATE, [SAID] * 4, reference)
+    return {name: {k: v[i] for k, v in result.per_clip.items()} for i, name in enumerate(names)}, result
+
+
+def test_dnsmos_ranks_real_over_griffin_lim_over_noise(scored):
+    per, result = scored
+    assert not result.errors
+    ovrl = {n: per[n]["dnsmos_ovrl"] for n in per}
+    assert ovrl["piper"] > ovrl["griffin_lim"] + 0.3 > ovrl["noise"] + 0.6, ovrl
+    assert per["piper"]["dnsmos_bak"] > per["noise"]["dnsmos_bak"] + 1.0
+    assert 1.0 <= min(ovrl.values()) and max(ovrl.values()) <= 5.0
+
+
+def test_similarity_prefers_the_same_speaker(scored):
+    per, _ = scored
+    same, other = per["piper"]["similarity"], per["espeak"]["similarity"]
+    assert same > 0.8 and same > other + 0.1, (same, other)
+
+
+def test_wer_of_the_right_text_beats_a_wrong_text(clips, scored):
+    from voxtrain.listening import word_error_rate
+
+    per, result = scored
+    heard = result.transcripts[0]  # piper samples its noise afresh each run, so this varies a little
+    right, wrong = per["piper"]["wer"], word_error_rate([OTHER], [heard])
+    assert right < 0.5 and wrong > right + 0.4, (heard, right, wrong)
+    assert per["noise"]["wer"] >= 0.9 and per["noise"]["cer"] > per["piper"]["cer"]
+
+
+def test_wer_reads_numbers_as_words_and_pools_clips():
+    from voxtrain.listening.asr import error_counts, pooled_rates
+
+    counts = error_counts("He bought 12 eggs.", "he bought twelve eggs")
+    assert (counts.word_errors, counts.words, counts.char_errors) == (0, 4, 0)
+    # All errors over all reference words: a one-word clip does not weigh as much as a long one.
+    wer, _ = pooled_rates([error_counts("yes", "no"), error_counts("one two three four five six seven", "one two "
+                                                                   "three four five six seven")])
+    assert wer == pytest.approx(1 / 8)
+
+
+def test_a_failing_scorer_leaves_the_others(clips):
+    from voxtrain.listening import Scorers, SpeakerReference
+
+    # An embedding of the wrong width makes the speaker scorer raise part-way through scoring.
+    broken = SpeakerReference(np.ones((1, 10)), "wrong width")
+    result = Scorers(["asr", "speaker"]).score([clips["piper"]], RATE, [SAID], broken)
+    assert set(result.errors) == {"speaker"} and "ValueError" in result.errors["speaker"]
+    assert set(result.scores) == {"wer", "cer"} and result.scores["wer"] < 0.6, result.transcripts
+    assert "similarity" not in result.per_clip
+    # Audio no scorer can take (a diverged model's NaNs) is an error per scorer, not an exception.
+    nan = Scorers(["asr", "speaker"]).score([np.full(RATE, np.nan, np.float32)], RATE, [SAID], broken)
+    assert set(nan.errors) == {"asr", "speaker"} and "NaN" in nan.errors["asr"] and not nan.scores
+
+
+def test_a_refused_sentence_is_reported_by_index(tmp_path):
+    from conftest import MICRO_CONFIG
+    from voxtrain.listening import Scorers, score_synthesizer
+    from voxtrain.model import FastSpeech2
+    from voxtrain.synth import AcousticModel, Synthesizer
+    from voxtrain.text import SymbolTable
+
+    config = config_from_dict(MICRO_CONFIG)
+    # A voice that never saw "θ": "Thank you" needs it.
+    symbols = SymbolTable([s for s in SymbolTable.default().symbols if s != "θ"])
+    model = FastSpeech2(config.model, len(symbols), config.audio.n_mels)
+    synth = Synthesizer(AcousticModel(model, config, symbols), "griffin-lim", precision="fp32")
+    sentences = ["Good morning.", "Thank you very much.", "See you soon."]
+    row = score_synthesizer(synth, sentences, Scorers(["asr"]), None, tmp_path)
+    assert [(r.index, r.text) for r in row.refused] == [(1, "Thank you very much.")]
+    assert "θ" in row.refused[0].why
+    assert row.n_clips == 2 and set(row.scores) == {"wer", "cer"} and not row.errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sample_001.wav", "sample_003.wav"]
+    assert row.to_json()["refused"][0]["index"] == 1
+
+
+_BLOCKED = """
+import sys
+sys.modules[{module!r}] = None  # as if the package were not installed
+from voxtrain.listening import ASR, ListeningUnavailable, Scorers
+Scorers({others!r})  # the scorers that do not need it still start
+for make in (lambda: Scorers(), {direct}):
+    try:
+        make()
+    except ListeningUnavailable as err:
+        print(err)
+    else:
+        sys.exit("no ListeningUnavailable")
+"""
+
+
+@pytest.mark.parametrize("module, others, direct", [
+    ("pocketsphinx", ["dnsmos", "speaker"], "ASR"),
+    ("speechmos", ["asr", "speaker"], "lambda: Scorers(['dnsmos'])"),
+])
+def test_missing_extra_names_the_module_and_the_extra(module, others, direct):
+    code = textwrap.dedent(_BLOCKED).format(module=module, others=others, direct=direct)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        assert repr(module) in line and "pip install 'voxtrain[eval]'" in line
+
+
+def test_heldout_sentences_are_not_in_the_demo_corpus():
+    from voxtrain.demo_corpus import load_sentences
+    from voxtrain.listening import default_sentences, words_for_wer
+
+    heldout = default_sentences()
+    assert 25 <= len(heldout) <= 40 and len(set(heldout)) == len(heldout)
+    assert all(6 <= len(words_for_wer(s).split()) <= 20 for s in heldout)
+    # The demo corpus speaks only lines of this file (make-corpus picks a seeded subset).
+    corpus = {words_for_wer(s) for s in load_sentences()}
+    assert not [s for s in heldout if words_for_wer(s) in corpus]
+
+
+def test_read_sentences_skips_comments_and_names_bad_lines(tmp_path):
+    from voxtrain.listening import SentenceError, read_sentences
+
+    good = tmp_path / "good.txt"
+    good.write_text("# mine\n\nFirst one.\n  Second one.  \n", encoding="utf-8")
+    assert read_sentences(good) == ["First one.", "Second one."]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Fine.\n...\n", encoding="utf-8")
+    with pytest.raises(SentenceError, match=r"bad\.txt: line 2"):
+        read_sentences(bad)
+    binary = tmp_path / "latin1.txt"
+    binary.write_bytes("Fine.\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(SentenceError, match=r"latin1\.txt: line 2 is not UTF-8"):
+        read_sentences(binary)
+
+
+def test_composite_ranks_by_every_measured_score_and_skips_missing_ones():
+    from voxtrain.listening import ANCHORS, composite_score
+
+    good = {"wer": 0.2, "cer": 0.1, "dnsmos_ovrl": 3.0, "similarity": 0.9}
+    assert composite_score(good) > composite_score({**good, "wer": 0.5}) > composite_score({**good, "wer": 0.9})
+    assert composite_score(good) > composite_score({**good, "dnsmos_ovrl": 2.5})
+    assert composite_score(good) > composite_score({**good, "similarity": 0.7})
+    # A scorer that failed leaves its score out: the rest are averaged, not counted as 0.
+    floors_and_ceilings = {name: hi for name, (lo, hi) in ANCHORS.items()}
+    assert composite_score(floors_and_ceilings) == pytest.approx(1.0)
+    assert composite_score({"similarity": ANCHORS["similarity"][1]}) == pytest.approx(1.0)
+    assert composite_score({"cer": 0.1}) is None
+
+
+def test_very_short_and_empty_clips_are_scored(clips):
+    from voxtrain.listening import Scorers, speaker_reference
+
+    reference = speaker_reference([clips["enrol"]], RATE)
+    # 0.18 s of speech: fewer 30 ms windows than the pause trim's dilation spans (the untrained model's case)
+    short = clips["piper"][RATE : RATE + RATE * 18 // 100]
+    result = Scorers().score([short, short[:0]], RATE, [SAID, SAID], reference)
+    assert not result.errors, result.errors
+    assert all(np.isfinite(v).all() for v in result.per_clip.values())
+    assert result.per_clip["wer"][1] == 1.0 and -1.0 <= result.per_clip["similarity"][0] <= 1.0
