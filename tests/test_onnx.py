@@ -12,8 +12,9 @@ import pytest
 import soundfile as sf
 
 from voxtrain.config import AudioConfig, TextConfig
-from voxtrain.export.engine import OnnxVoice
+from voxtrain.export.engine import OnnxVoice, OnnxVoiceError
 from voxtrain.export.voice_config import intersperse_pads, phoneme_id_map
+from voxtrain.streaming import STREAM_MAX_ABS, StreamSettings
 from voxtrain.text import SymbolTable
 
 onnx = pytest.importorskip("onnx")
@@ -76,7 +77,18 @@ def test_export_writes_a_piper_voice_with_dynamic_lengths(voice) -> None:
     inputs = {i.name: (i.type, i.shape) for i in engine.session.get_inputs()}
     assert inputs == {"input": ("tensor(int64)", ["batch_size", "phonemes"]),
                       "input_lengths": ("tensor(int64)", ["batch_size"]), "scales": ("tensor(float)", [3])}
-    assert [o.shape for o in engine.session.get_outputs()] == [["batch_size", 1, 1, "time"]]
+    # Audio, then the frames of each input id: piper reads a second output as alignments.
+    outputs = [(o.name, o.type, o.shape) for o in engine.session.get_outputs()]
+    assert outputs == [("output", "tensor(float)", ["batch_size", 1, 1, "time"]),
+                       ("durations", "tensor(float)", ["batch_size", 1, "phonemes"])]
+    # The streaming graphs beside it, named in the config and parity-checked like the piper graph.
+    assert config["voxtrain"]["stream"] == {"acoustic": "micro.acoustic.onnx", "vocoder": "micro.vocoder.onnx",
+                                            "context_frames": 13, "tolerance_max_abs": STREAM_MAX_ABS}
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "micro.acoustic.onnx", "micro.onnx", "micro.onnx.json", "micro.vocoder.onnx"]
+    feeds = [r["feed"] for r in parity["results"]]
+    assert feeds[:4] == ["piper", "voxtrain", "split", "stream"]
+    assert all(r["max_abs"] <= STREAM_MAX_ABS for r in parity["results"] if r["feed"] == "stream")
 
 
 def test_graph_drops_pads_reads_input_lengths_and_scales_length(voice, synth) -> None:
@@ -113,7 +125,7 @@ def test_parity_check_catches_a_perturbed_graph(voice, synth) -> None:
     path, _ = voice
     config = json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8"))
     texts = ["Hello world."]
-    assert check_parity(OnnxVoice(path, config), synth, texts).ok
+    assert check_parity(OnnxVoice(path.read_bytes(), config), synth, texts).ok  # the piper graph alone
     # 1% on the vocoder's last conv: same length, samples off by ~1e-3, ten times the tolerance.
     report = check_parity(OnnxVoice(_perturbed(path, "conv_post.weight", 1.01), config), synth, texts)
     assert not report.ok and TOLERANCE < report.max_abs < 1, report.describe()
@@ -133,7 +145,7 @@ def test_export_refuses_a_graph_that_differs_and_writes_nothing(trained, tmp_pat
     def build_perturbed(synth):
         graph = real_build(synth)
         with torch.no_grad():
-            graph.model.mel_head.bias.add_(0.5)  # the graph's copy only: PyTorch's reference stays right
+            graph.acoustic.model.mel_head.bias.add_(0.5)  # the graph's copy only: PyTorch's reference stays right
         return graph
 
     monkeypatch.setattr(export_onnx, "build_graph", build_perturbed)
@@ -141,6 +153,16 @@ def test_export_refuses_a_graph_that_differs_and_writes_nothing(trained, tmp_pat
     with pytest.raises(export_onnx.ExportError, match=r"refusing to write .*bad\.onnx.*\n.*worst max \|diff\| "):
         export_onnx.export_onnx_voice(trained, out, texts=["Hello world."])
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_export_without_stream_writes_the_piper_files_only(trained, tmp_path) -> None:
+    from voxtrain.export.onnx import export_onnx_voice
+
+    export_onnx_voice(trained, tmp_path / "p.onnx", texts=["Hello world."], stream=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.onnx", "p.onnx.json"]
+    config = json.loads((tmp_path / "p.onnx.json").read_text(encoding="utf-8"))
+    assert "stream" not in config["voxtrain"]
+    assert [r["feed"] for r in config["voxtrain"]["parity"]["results"]] == ["piper", "voxtrain"]
 
 
 def test_piper_plays_the_voice_with_voxtrains_length_and_sound(voice, synth, tmp_path) -> None:
@@ -164,23 +186,75 @@ def test_piper_plays_the_voice_with_voxtrains_length_and_sound(voice, synth, tmp
         assert _mel_correlation(wav, reference) > 0.9, pace
 
 
-def test_onnx_engine_synthesizes_without_torch(voice, synth, tmp_path) -> None:
-    out = tmp_path / "fox.wav"
+def test_onnx_engine_synthesizes_and_streams_without_torch(voice, synth, tmp_path) -> None:
+    out, streamed = tmp_path / "fox.wav", tmp_path / "fox_stream.wav"
     script = (
         "import sys\n"
         "from voxtrain.cli import app\n"
         f"app(['synth', '--engine', 'onnx', '-k', {str(voice[0])!r}, '-t', {SENTENCE!r}, '-o', {str(out)!r}],\n"
         "    standalone_mode=False)\n"
+        f"app(['synth', '--engine', 'onnx', '--stream', '-k', {str(voice[0])!r}, '-t', {SENTENCE!r},\n"
+        f"     '-o', {str(streamed)!r}], standalone_mode=False)\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'torch')\n"
         "assert not loaded, loaded[:5]\n"
         "print('torch-free')\n"
     )
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "torch-free" in r.stdout, r.stderr
-    wav, sr = sf.read(out, dtype="float32")
+    assert f"chunks to {streamed}: first audio after" in r.stderr
     want = synth.waveforms([SENTENCE])[0]
-    # The torch engine's audio, within parity tolerance plus 16-bit rounding.
-    assert sr == 22050 and len(wav) == len(want) and np.abs(wav - want).max() <= TOLERANCE + 2**-15
+    for path, tolerance in ((out, TOLERANCE), (streamed, TOLERANCE + STREAM_MAX_ABS)):
+        wav, sr = sf.read(path, dtype="float32")
+        # The torch engine's audio, within parity tolerance (+ the stream's) plus 16-bit rounding.
+        assert sr == 22050 and len(wav) == len(want) and np.abs(wav - want).max() <= tolerance + 2**-15, path
+
+
+def test_onnx_stream_joins_to_the_unstreamed_audio(voice, synth) -> None:
+    engine = OnnxVoice.load(voice[0], threads=2)
+    ids = synth.phoneme_ids([SENTENCE])[0]
+    plain = engine.run(ids)
+    chunks = list(engine.stream(SENTENCE, settings=StreamSettings(first_frames=4, growth=2.0, max_frames=32)))
+    assert len(chunks[0]) == 4 * engine.hop_length and len(chunks) >= 5
+    stream = np.concatenate(chunks)
+    assert len(stream) == len(plain) and np.abs(stream - plain).max() <= STREAM_MAX_ABS
+    # Whole waveforms take the same two graphs: the stream's audio, unstreamed.
+    assert np.array_equal(engine.waveforms([SENTENCE])[0], engine.run_split(ids))
+    slow = np.concatenate(list(engine.stream(SENTENCE, pace=0.5)))  # pace 0.5 is length_scale 2
+    assert abs(len(slow) - 2 * len(plain)) <= 0.1 * len(plain)
+
+
+def test_onnx_stream_says_when_the_streaming_graphs_are_missing(voice, tmp_path) -> None:
+    path, _ = voice
+    config = json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8"))
+    del config["voxtrain"]["stream"]  # as `export --onnx --no-stream` writes it
+    with pytest.raises(OnnxVoiceError, match="no streaming graphs: export it again"):
+        OnnxVoice(path, config).stream(SENTENCE)
+    alone = tmp_path / "alone.onnx"  # the piper files copied without the streaming graphs
+    alone.write_bytes(path.read_bytes())
+    alone.with_name("alone.onnx.json").write_text(path.with_name(path.name + ".json").read_text(encoding="utf-8"))
+    with pytest.raises(OnnxVoiceError, match=r"micro\.acoustic\.onnx: missing; the voice config names it"):
+        OnnxVoice.load(alone).stream(SENTENCE)
+    # The piper graph alone still speaks, and whole waveforms fall back to it.
+    spoken = OnnxVoice.load(alone).waveforms(["Hello world."])[0]
+    assert np.array_equal(spoken, OnnxVoice.load(path).run(OnnxVoice.load(path).phoneme_ids(["Hello world."])[0]))
+
+
+def test_durations_output_is_what_piper_reads_as_alignments(voice, synth) -> None:
+    import torch
+
+    piper_voice = pytest.importorskip("piper.voice")
+    engine = OnnxVoice.load(voice[0])
+    ids = synth.phoneme_ids([SENTENCE])[0]
+    with torch.no_grad():
+        want = synth.acoustic.model.infer(torch.tensor([ids]))["durations"][0].numpy() * engine.hop_length
+    padded = engine.durations(intersperse_pads(ids))
+    assert np.array_equal(padded[::2], want) and not padded[1::2].any()  # pads last no time
+    assert np.array_equal(engine.durations(ids), want) and want.sum() == len(engine.run(ids))
+    # piper's own API: per-phoneme alignments that add up to the audio it returns.
+    piper = piper_voice.PiperVoice.load(voice[0])
+    chunk = next(iter(piper.synthesize(SENTENCE, include_alignments=True)))
+    assert chunk.phoneme_alignments, "piper found no alignments in the voice"
+    assert sum(a.num_samples for a in chunk.phoneme_alignments) == len(chunk.audio_float_array)
 
 
 def test_cli_refuses_options_the_onnx_paths_do_not_take(voice, tmp_path) -> None:

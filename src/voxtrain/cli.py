@@ -311,9 +311,8 @@ def synth(
     ] = "spell",
     engine: Annotated[str, typer.Option(help="torch, or onnx: onnxruntime (no torch) on an `export --onnx` "
                                              "voice given as --checkpoint VOICE.onnx (HiFi-GAN built in).")] = "torch",
-    stream: Annotated[bool, typer.Option("--stream", help="Write the audio chunk by chunk as it is made "
-                                                          "(HiFi-GAN): a growing WAV, or PCM on stdout (-o -).")
-                      ] = False,
+    stream: Annotated[bool, typer.Option("--stream", help="Write audio chunk by chunk as it is made (HiFi-GAN): "
+                                                          "a growing WAV, or PCM on stdout (-o -).")] = False,
 ) -> None:
     """Synthesize text to WAV with a trained model and a neural vocoder."""
     if (text is None) == (text_file is None):
@@ -332,16 +331,12 @@ def synth(
         texts = [line for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
         texts = [text]
-    target = "-" if str(out) == "-" else out
     if engine == "onnx":  # imported alone: the onnx engine runs without torch
         from voxtrain.export.engine import OnnxVoiceError, synthesize_onnx, synthesize_onnx_stream
 
         try:
-            if stream:
-                done = synthesize_onnx_stream(texts, checkpoint, target, pace, None, foreign_text)
-            else:
-                paths = synthesize_onnx(texts if len(texts) > 1 else texts[0], checkpoint, out, pace, None,
-                                        foreign_text)
+            result = (synthesize_onnx_stream if stream else synthesize_onnx)(texts, checkpoint, out, pace, None,
+                                                                              foreign_text)
         except OnnxVoiceError as err:
             _fail(str(err))
     else:
@@ -349,20 +344,17 @@ def synth(
         from voxtrain.vocoder import VocoderError
 
         try:
-            if stream:
-                done = synthesize_stream(texts, checkpoint, target, vocoder_path, pace, precision=precision,
-                                         foreign_text=foreign_text)
-            else:
-                paths = synthesize(texts if len(texts) > 1 else texts[0], checkpoint, out, vocoder, vocoder_path,
-                                   pace, precision=precision, foreign_text=foreign_text)
+            result = (synthesize_stream(texts, checkpoint, out, vocoder_path, pace, precision=precision,
+                                        foreign_text=foreign_text) if stream else
+                      synthesize(texts, checkpoint, out, vocoder, vocoder_path, pace, precision=precision,
+                                 foreign_text=foreign_text))
         except (SynthError, VocoderError) as err:
             _fail(str(err))
-    if stream:  # on stderr: stdout may be the audio itself
-        for where, stats in done:
-            typer.echo(stats.describe(where), err=True)
-        return
-    for p in paths:
-        typer.echo(f"wrote {p}")
+    for item in result:
+        if stream:  # (where, stats), told on stderr: stdout may be the audio itself
+            typer.echo(item[1].describe(item[0]), err=True)
+        else:
+            typer.echo(f"wrote {item}")
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from voxtrain.config import Config, config_from_dict
 from voxtrain.malloc import retain_freed_memory
 from voxtrain.model import FastSpeech2
 from voxtrain.precision import autocast, resolve_precision, store_weights_for_autocast
+from voxtrain.streaming import StreamError, StreamSettings, StreamStats, context_frames, stream_texts, stream_windows
 from voxtrain.text import SymbolTable, TextProcessor
 from voxtrain.text.speakable import TextRefused, check_foreign_policy, speakable_ids
 
@@ -112,14 +114,45 @@ class Synthesizer:
     def waveforms(self, texts: list[str], pace: float = 1.0, allow_unknown: bool = False) -> list[np.ndarray]:
         if self.vocoder is None:
             raise SynthError("no vocoder loaded")
-        wavs = []
-        for mel in self.mels(texts, pace, allow_unknown):
-            with autocast(self.precision, self.device):
-                wavs.append(self.vocoder(mel)[0].float().cpu().numpy())
-        return wavs
+        return [self.vocode(mel) for mel in self.mels(texts, pace, allow_unknown)]
+
+    def stream(self, text: str, pace: float = 1.0, allow_unknown: bool = False,
+               settings: StreamSettings | None = None) -> Iterator[np.ndarray]:
+        """One text's audio in chunks (voxtrain.streaming): the acoustic model runs before this
+        returns (so a refused text raises here), HiFi-GAN chunk by chunk as they are taken.
+        Joined, the chunks are waveforms()' audio within STREAM_MAX_ABS at fp32."""
+        generator = getattr(self.vocoder, "generator", None)
+        if generator is None:
+            raise SynthError("streaming needs the HiFi-GAN vocoder (Griffin-Lim works on the whole mel)")
+        mel = self.mels([text], pace, allow_unknown)[0]
+        return stream_windows(mel, self.vocode, context_frames(generator.params), self.vocoder.hop_length, settings)
+
+    def vocode(self, mel: torch.Tensor) -> np.ndarray:
+        """One (n_mels, T) log-mel (or a window of one) -> 1-D float32 audio, at the synthesizer's precision."""
+        if self.vocoder is None:
+            raise SynthError("no vocoder loaded")
+        with autocast(self.precision, self.device):
+            return self.vocoder(mel)[0].float().cpu().numpy()
 
     def write(self, wav: np.ndarray, path: str | Path) -> Path:
         return write_wav(path, wav, self.sample_rate)
+
+
+def _texts(text: str | list[str]) -> list[str]:
+    texts = [text] if isinstance(text, str) else list(text)
+    texts = [t for t in (t.strip() for t in texts) if t]
+    if not texts:
+        raise SynthError("no text to synthesize")
+    return texts
+
+
+def _open(checkpoint: str | Path, vocoder: str, vocoder_path: str | Path | None, device: str, precision: str,
+          foreign_text: str) -> Synthesizer:
+    acoustic = load_acoustic_model(checkpoint, device)
+    synth = Synthesizer(acoustic, vocoder, vocoder_path, device, precision, foreign_text)
+    # The model was loaded for this call alone, so its weights can take the autocast dtype.
+    store_weights_for_autocast(acoustic.model, synth.precision)
+    return synth
 
 
 def synthesize(
@@ -135,14 +168,8 @@ def synthesize(
 ) -> list[Path]:
     """Synthesize one text to `out` (a .wav path) or several texts into `out/` (a directory).
     foreign_text: spell, drop or refuse letters outside the voice's language."""
-    texts = [text] if isinstance(text, str) else list(text)
-    texts = [t for t in (t.strip() for t in texts) if t]
-    if not texts:
-        raise SynthError("no text to synthesize")
-    acoustic = load_acoustic_model(checkpoint, device)
-    synth = Synthesizer(acoustic, vocoder, vocoder_path, device, precision, foreign_text)
-    # The model was loaded for this call alone, so its weights can take the autocast dtype.
-    store_weights_for_autocast(acoustic.model, synth.precision)
+    texts = _texts(text)
+    synth = _open(checkpoint, vocoder, vocoder_path, device, precision, foreign_text)
     try:
         paths = synthesis_outputs(len(texts), Path(out))
     except ValueError as err:
@@ -150,3 +177,28 @@ def synthesize(
     for path, wav in zip(paths, synth.waveforms(texts, pace)):
         synth.write(wav, path)
     return paths
+
+
+def synthesize_stream(
+    text: str | list[str],
+    checkpoint: str | Path,
+    out: str | Path,
+    vocoder_path: str | Path | None = None,
+    pace: float = 1.0,
+    device: str = "cpu",
+    precision: str = "auto",
+    foreign_text: str = "spell",
+    settings: StreamSettings | None = None,
+) -> list[tuple[str, StreamStats]]:
+    """`voxtrain synth --stream`: like synthesize, streamed (voxtrain.streaming.stream_texts:
+    out "-" is raw 16-bit PCM on stdout). Returns (where, stats) per text."""
+    texts = _texts(text)
+    try:
+        paths = None if str(out) == "-" else synthesis_outputs(len(texts), Path(out))
+    except ValueError as err:
+        raise SynthError(str(err)) from None
+    synth = _open(checkpoint, "hifigan", vocoder_path, device, precision, foreign_text)
+    try:
+        return stream_texts(synth, texts, paths, pace, settings)
+    except StreamError as err:
+        raise SynthError(str(err)) from None

@@ -6,7 +6,11 @@ an `if` on the durations) are written again here as tensor arithmetic a tracer c
 with dynamic lengths. The export's parity check holds this graph to `infer` + the vocoder.
 
 Inputs, as piper feeds them: `input` (B, T) int64 ids, `input_lengths` (B,) int64,
-`scales` (3,) float32 = [noise, length, noise_w]. Output: audio (B, 1, 1, samples) in [-1, 1].
+`scales` (3,) float32 = [noise, length, noise_w]. Outputs: audio (B, 1, 1, samples) in [-1, 1],
+and durations (B, 1, T) float32, the frames each input id lasts (0 for pads), which piper's
+Python API reads as alignments (x hop_length = samples per id). For streaming, the same
+acoustic half is also exported alone (AcousticGraph: mel and durations), beside the
+generator alone (mel -> audio).
 Piper and voxtrain's engine feed one utterance (B = 1). A batch runs too, padded to its longest
 item; a shorter item's last ~8 frames then differ from it spoken alone (the vocoder hears the
 zero frames after it) and its audio runs on past its end.
@@ -77,8 +81,26 @@ def round_durations(log_durations: Tensor, mask: Tensor, length_scale: Tensor) -
     return durations + (empty & is_best).long()
 
 
-class PiperGraph(nn.Module):
-    """Acoustic model + vocoder as one module in piper's calling convention (see the module doc).
+def ids_to_phonemes(ids: Tensor, lengths: Tensor, pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Piper's ids without its pads (and without positions at or past `lengths`): the ids the
+    model was trained on, their (B,) counts, and the (B, T) mask of input positions kept."""
+    keep = (ids != pad_id) & (torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None])
+    # Dropping pads is length regulation with durations 0 (drop) or 1 (keep).
+    phonemes, phoneme_lens = expand_tokens(ids[..., None], keep.long())
+    return phonemes.squeeze(-1), phoneme_lens, keep
+
+
+def durations_per_input(durations: Tensor, keep: Tensor) -> Tensor:
+    """(B, N) frames of the kept phonemes -> (B, 1, T) frames of every input id, 0 for the
+    dropped ones: the shape and meaning of the `w_ceil` output of piper's alignment-patched
+    voices, which piper multiplies by hop_length to get samples per id."""
+    index = (keep.long().cumsum(dim=1) - 1).clamp(0, durations.shape[1] - 1)
+    per_id = torch.gather(durations, 1, index) * keep.long()
+    return per_id.to(torch.float32).unsqueeze(1)
+
+
+class AcousticGraph(nn.Module):
+    """The acoustic half: piper's inputs -> mel (B, n_mels, frames) and durations (B, 1, T).
 
     Piper puts its pad id between phonemes; `pad_id` ids are dropped here (and positions
     at or past input_lengths), so the model sees exactly the ids voxtrain's own front end
@@ -86,7 +108,7 @@ class PiperGraph(nn.Module):
     maps whatever the model must not see (pads, marks it was trained without) to pad_id.
     """
 
-    def __init__(self, model: FastSpeech2, generator: HifiGanGenerator, pad_id: int = 0) -> None:
+    def __init__(self, model: FastSpeech2, pad_id: int = 0) -> None:
         super().__init__()
         # A copy: the positional tables are swapped for in-graph ones, the caller's model stays as it was.
         self.model = copy.deepcopy(model).eval()
@@ -94,15 +116,11 @@ class PiperGraph(nn.Module):
             for name, child in list(module.named_children()):
                 if isinstance(child, PositionalEncoding):
                     setattr(module, name, GraphPositions(child.dim))
-        self.generator = generator.eval()
         self.pad_id = pad_id
 
-    def forward(self, ids: Tensor, lengths: Tensor, scales: Tensor) -> Tensor:
+    def forward(self, ids: Tensor, lengths: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:
         m = self.model
-        keep = (ids != self.pad_id) & (torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None])
-        # Dropping pads is length regulation with durations 0 (drop) or 1 (keep).
-        phonemes, phoneme_lens = expand_tokens(ids[..., None], keep.long())
-        phonemes = phonemes.squeeze(-1)
+        phonemes, phoneme_lens, keep = ids_to_phonemes(ids, lengths, self.pad_id)
         text_mask = lengths_to_mask(phoneme_lens, phonemes.shape[1])
         enc = m.encoder(m.embedding(phonemes), text_mask)
         # From here on, FastSpeech2.infer step by step, with its own private helpers.
@@ -112,5 +130,30 @@ class PiperGraph(nn.Module):
         x, mel_lens = expand_tokens(x, durations)
         mel, post = m._decode(x, lengths_to_mask(mel_lens, x.shape[1]))
         mel = mel if post is None else post
-        audio = self.generator(mel.transpose(1, 2))  # (B, 1, samples)
-        return audio.unsqueeze(1)  # piper's (B, 1, 1, samples)
+        return mel.transpose(1, 2), durations_per_input(durations, keep)
+
+
+class PiperGraph(nn.Module):
+    """Acoustic model + vocoder as one module in piper's calling convention (see the module doc):
+    audio (B, 1, 1, samples) and, as piper's alignment-patched voices have, durations (B, 1, T)."""
+
+    def __init__(self, model: FastSpeech2, generator: HifiGanGenerator, pad_id: int = 0) -> None:
+        super().__init__()
+        self.acoustic = AcousticGraph(model, pad_id)
+        self.generator = generator.eval()
+
+    def forward(self, ids: Tensor, lengths: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:
+        mel, durations = self.acoustic(ids, lengths, scales)
+        audio = self.generator(mel)  # (B, 1, samples)
+        return audio.unsqueeze(1), durations  # piper's (B, 1, 1, samples)
+
+
+class VocoderGraph(nn.Module):
+    """The generator alone, for streaming: mel (B, n_mels, frames) -> audio (B, frames * hop)."""
+
+    def __init__(self, generator: HifiGanGenerator) -> None:
+        super().__init__()
+        self.generator = generator.eval()
+
+    def forward(self, mel: Tensor) -> Tensor:
+        return self.generator(mel).squeeze(1)

@@ -6,6 +6,12 @@ dynamic lengths, then held to PyTorch before anything is written: onnxruntime an
 as voxtrain's onnx engine does (no pads), and a voice whose audio differs beyond
 PARITY_MAX_ABS is refused with the numbers. Beside VOICE.onnx, VOICE.onnx.json is piper's
 voice config (export.voice_config).
+
+For streaming (voxtrain.streaming), the acoustic half and the generator are also exported
+alone, as VOICE.acoustic.onnx (ids -> mel, durations) and VOICE.vocoder.onnx (mel -> audio):
+streaming runs the vocoder over mel windows, which a graph from ids to audio cannot do, and
+onnxruntime computes every node of a graph whatever outputs are asked for. Piper needs only
+VOICE.onnx and its .json; `--no-stream` leaves the other two out.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ import torch
 from voxtrain import __version__
 from voxtrain.atomic import write_atomic, write_text_atomic
 from voxtrain.export.engine import OnnxVoice, OnnxVoiceError
-from voxtrain.export.graph import PiperGraph
-from voxtrain.export.voice_config import intersperse_pads, piper_voice_config
+from voxtrain.export.graph import AcousticGraph, PiperGraph, VocoderGraph
+from voxtrain.export.voice_config import intersperse_pads, piper_voice_config, stream_file_names
+from voxtrain.streaming import STREAM_MAX_ABS, context_frames
 from voxtrain.synth import SynthError, Synthesizer, load_acoustic_model
 from voxtrain.vocoder import VocoderError
 
@@ -43,11 +50,11 @@ PARITY_MAX_ABS = 1e-4
 # LayerNormalization is an ONNX op from opset 17 on; piper's onnxruntime runs 17 and newer.
 OPSET = 17
 INPUT_NAMES = ["input", "input_lengths", "scales"]
-DYNAMIC_AXES = {
-    "input": {0: "batch_size", 1: "phonemes"},
-    "input_lengths": {0: "batch_size"},
-    "output": {0: "batch_size", 3: "time"},
-}
+_IDS_AXES = {"input": {0: "batch_size", 1: "phonemes"}, "input_lengths": {0: "batch_size"},
+             "durations": {0: "batch_size", 2: "phonemes"}}
+DYNAMIC_AXES = {**_IDS_AXES, "output": {0: "batch_size", 3: "time"}}
+ACOUSTIC_AXES = {**_IDS_AXES, "mel": {0: "batch_size", 2: "frames"}}
+VOCODER_AXES = {"mel": {0: "batch_size", 2: "frames"}, "audio": {0: "batch_size", 1: "time"}}
 
 
 class ExportError(RuntimeError):
@@ -56,7 +63,10 @@ class ExportError(RuntimeError):
 
 @dataclass(frozen=True)
 class ParityResult:
-    """One sentence through both engines; `feed` is "piper" (pads between ids) or "voxtrain"."""
+    """One sentence through both engines; `feed` is "piper" (pads between ids), "voxtrain" (no
+    pads), "split" (VOICE.acoustic.onnx then VOICE.vocoder.onnx on the whole mel) or "stream".
+    A "stream" result holds the streamed split graphs to the unstreamed ones (the `torch_`
+    fields are then theirs) within STREAM_MAX_ABS: windows, not engines, are what it checks."""
 
     text: str
     feed: str
@@ -66,7 +76,8 @@ class ParityResult:
     rel_rms: float  # rms(onnx - torch) / rms(torch)
 
     def ok(self, tolerance: float) -> bool:
-        return self.torch_samples == self.onnx_samples and self.max_abs <= tolerance
+        limit = STREAM_MAX_ABS if self.feed == "stream" else tolerance
+        return self.torch_samples == self.onnx_samples and self.max_abs <= limit
 
 
 @dataclass(frozen=True)
@@ -106,13 +117,15 @@ class ParityReport:
 class OnnxExport:
     path: Path
     config_path: Path
-    bytes: int
+    bytes: int  # VOICE.onnx alone
+    stream_paths: tuple[Path, ...]
     export_seconds: float
     parity_seconds: float
     parity: ParityReport
 
     def describe(self) -> str:
-        return (f"wrote {self.path} ({self.bytes / 2**20:.1f} MB) and {self.config_path.name} in "
+        streams = "".join(f", {p.name} ({p.stat().st_size / 2**20:.1f} MB)" for p in self.stream_paths)
+        return (f"wrote {self.path} ({self.bytes / 2**20:.1f} MB), {self.config_path.name}{streams} in "
                 f"{self.export_seconds:.1f} s (+ {self.parity_seconds:.1f} s parity check)\n{self.parity.describe()}")
 
 
@@ -129,7 +142,8 @@ def check_parity(
     voice: OnnxVoice, synth: Synthesizer, texts: Sequence[str] = PARITY_SENTENCES, tolerance: float = PARITY_MAX_ABS
 ) -> ParityReport:
     """Each text through PyTorch (`synth`, fp32) and the ONNX graph fed as piper feeds it; the
-    first text also as voxtrain's engine feeds it (the pads are dropped exactly, so once is enough)."""
+    first text also as voxtrain's engine feeds it (the pads are dropped exactly, so once is
+    enough) and, when the voice has its streaming graphs, through those whole and streamed."""
     pad = synth.acoustic.symbols.pad_id
     results = []
     # allow_unknown: a symbol the table lacks becomes unk for both engines alike; parity asks no more.
@@ -138,6 +152,10 @@ def check_parity(
         results.append(_compare(text, "piper", want, voice.run(intersperse_pads(ids, pad))))
         if i == 0:
             results.append(_compare(text, "voxtrain", want, voice.run(ids)))
+            if voice.can_stream:
+                whole = voice.run_split(ids)
+                results.append(_compare(text, "split", want, whole))
+                results.append(_compare(text, "stream", whole, np.concatenate(list(voice.stream_ids(ids)))))
     return ParityReport(tuple(results), tolerance)
 
 
@@ -148,10 +166,27 @@ def build_graph(synth: Synthesizer) -> PiperGraph:
     return PiperGraph(synth.acoustic.model, synth.vocoder.generator, synth.acoustic.symbols.pad_id)
 
 
+def _ids_args(example_ids: list[int]) -> tuple[torch.Tensor, ...]:
+    ids = torch.tensor([example_ids], dtype=torch.long)
+    return ids, torch.tensor([len(example_ids)]), torch.tensor([0.667, 1.0, 0.8])
+
+
 def trace_to_onnx(graph: PiperGraph, example_ids: list[int]) -> bytes:
     """The TorchScript-based exporter (dynamo=False) on one example; lengths stay dynamic."""
-    ids = torch.tensor([example_ids], dtype=torch.long)
-    args = (ids, torch.tensor([len(example_ids)]), torch.tensor([0.667, 1.0, 0.8]))
+    return _trace(graph, _ids_args(example_ids), INPUT_NAMES, ["output", "durations"], DYNAMIC_AXES)
+
+
+def trace_stream_graphs(graph: PiperGraph, example_ids: list[int]) -> tuple[bytes, bytes]:
+    """The piper graph's two halves alone: (acoustic: ids -> mel + durations, vocoder: mel -> audio)."""
+    acoustic: AcousticGraph = graph.acoustic
+    args = _ids_args(example_ids)
+    acoustic_bytes = _trace(acoustic, args, INPUT_NAMES, ["mel", "durations"], ACOUSTIC_AXES)
+    with torch.no_grad():
+        mel = acoustic(*args)[0]
+    return acoustic_bytes, _trace(VocoderGraph(graph.generator), (mel,), ["mel"], ["audio"], VOCODER_AXES)
+
+
+def _trace(module: torch.nn.Module, args: tuple, inputs: list[str], outputs: list[str], axes: dict) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # Expected and harmless here: the exporter's own deprecation notice, and tracer notes on
@@ -159,8 +194,8 @@ def trace_to_onnx(graph: PiperGraph, example_ids: list[int]) -> bytes:
         # chosen by size computes the same numbers; a tuple of 3 unpacked from a tensor).
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(graph, args, buffer, dynamo=False, opset_version=OPSET, input_names=INPUT_NAMES,
-                          output_names=["output"], dynamic_axes=DYNAMIC_AXES)
+        torch.onnx.export(module, args, buffer, dynamo=False, opset_version=OPSET, input_names=inputs,
+                          output_names=outputs, dynamic_axes=axes)
     return buffer.getvalue()
 
 
@@ -178,10 +213,12 @@ def export_onnx_voice(
     vocoder_path: str | Path | None = None,
     tolerance: float = PARITY_MAX_ABS,
     texts: Sequence[str] = PARITY_SENTENCES,
+    stream: bool = True,
 ) -> OnnxExport:
     """Export `checkpoint` (.pt or .safetensors) with HiFi-GAN (`vocoder_path`, default the
-    bundled LJSpeech V1) to OUT.onnx + OUT.onnx.json. Nothing is written unless the graph
-    passes the parity check; ExportError names the numbers otherwise."""
+    bundled LJSpeech V1) to OUT.onnx + OUT.onnx.json and, with `stream`, the two streaming
+    graphs beside them. Nothing is written unless every graph passes the parity check;
+    ExportError names the numbers otherwise."""
     out = Path(out)
     if out.suffix != ".onnx":
         raise ExportError(f"{out}: an ONNX voice must end in .onnx")
@@ -194,15 +231,23 @@ def export_onnx_voice(
     if not texts:
         raise ExportError("the parity check needs at least one text")
     example = intersperse_pads(synth.phoneme_ids([texts[0]], allow_unknown=True)[0], acoustic.symbols.pad_id)
-    model_bytes = trace_to_onnx(build_graph(synth), example)
+    graph = build_graph(synth)
+    model_bytes = trace_to_onnx(graph, example)
+    stream_bytes = trace_stream_graphs(graph, example) if stream else None
     export_seconds = time.perf_counter() - start
 
     provenance = {"voxtrain_version": __version__, "step": acoustic.step, "checkpoint": Path(checkpoint).name,
                   "vocoder": str(vocoder_path) if vocoder_path else "hifigan (bundled LJSpeech V1)", "opset": OPSET}
+    names = stream_file_names(out.name)
+    if stream:
+        provenance["stream"] = {**names, "context_frames": context_frames(synth.vocoder.generator.params),
+                                "tolerance_max_abs": STREAM_MAX_ABS}
     config = piper_voice_config(acoustic.config.audio, acoustic.config.text, acoustic.symbols, provenance)
     start = time.perf_counter()
     try:
-        report = check_parity(OnnxVoice(model_bytes, config), synth, texts, tolerance)
+        acoustic_bytes, vocoder_bytes = stream_bytes or (None, None)
+        voice = OnnxVoice(model_bytes, config, acoustic=acoustic_bytes, vocoder=vocoder_bytes)
+        report = check_parity(voice, synth, texts, tolerance)
     except OnnxVoiceError as err:
         raise ExportError(f"the exported graph does not run: {err}") from None
     parity_seconds = time.perf_counter() - start
@@ -212,7 +257,11 @@ def export_onnx_voice(
     config["voxtrain"]["parity"] = report.to_dict()
     out.parent.mkdir(parents=True, exist_ok=True)
     config_path = out.with_name(out.name + ".json")
+    stream_paths = tuple(out.with_name(name) for name in names.values()) if stream_bytes else ()
+    # The streaming graphs first: a voice config never names files that are not there yet.
+    for path, data in zip(stream_paths, stream_bytes or (), strict=True):
+        write_atomic(data, path)
     write_atomic(model_bytes, out)
     # ensure_ascii=False keeps the IPA of the phoneme map readable, as piper's own voices do.
     write_text_atomic(config_path, json.dumps(config, ensure_ascii=False, indent=1) + "\n")
-    return OnnxExport(out, config_path, len(model_bytes), export_seconds, parity_seconds, report)
+    return OnnxExport(out, config_path, len(model_bytes), stream_paths, export_seconds, parity_seconds, report)

@@ -109,6 +109,29 @@ def read_voxtrain_section(config: dict[str, Any], source: str) -> tuple[TextConf
         raise VoiceConfigError(f"{source}: malformed voxtrain section: {err}") from None
 
 
+def stream_file_names(voice_name: str) -> dict[str, str]:
+    """The streaming graphs' file names beside VOICE.onnx: {"acoustic": ..., "vocoder": ...}."""
+    stem = voice_name.removesuffix(".onnx")
+    return {"acoustic": f"{stem}.acoustic.onnx", "vocoder": f"{stem}.vocoder.onnx"}
+
+
+def read_stream_section(config: dict[str, Any], source: str) -> dict[str, Any] | None:
+    """The voice's streaming graphs (file names) and the vocoder's context in frames, checked;
+    None for a voice exported without them."""
+    section = config["voxtrain"].get("stream")
+    if section is None:
+        return None
+    try:
+        names = {key: str(section[key]) for key in ("acoustic", "vocoder")}
+        context = int(section["context_frames"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise VoiceConfigError(f"{source}: malformed voxtrain.stream section: {err}") from None
+    if any("/" in name or "\\" in name for name in names.values()) or context < 0:
+        raise VoiceConfigError(f"{source}: voxtrain.stream must name files beside the voice and a "
+                               f"context >= 0, got {section!r}")
+    return {**names, "context_frames": context}
+
+
 def intersperse_pads(ids: list[int], pad_id: int = 0) -> list[int]:
     """The ids as piper sends them: a pad after every id but the last (`^ _ a _ b _ $`)."""
     out: list[int] = []
