@@ -20,7 +20,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("bottom", {"config", "metrics", "atomic", "precision", "malloc", "versions", "resources"}),
     ("domain", {"text", "audio", "model", "vocoder", "forecast", "streaming"}),
     ("artifacts", {"artifacts"}),
-    ("work", {"data", "train", "synth", "evaluation", "listening", "report", "demo_corpus", "export"}),
+    ("work", {"data", "train", "synth", "evaluation", "listening", "report", "demo_corpus", "export",
+              "vocoder_training"}),
     ("operations", {"ops"}),
     ("interface", {"cli", "__main__"}),
 ]
