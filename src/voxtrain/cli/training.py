@@ -1,0 +1,114 @@
+"""`train` (foreground or detached) and its pre-flight."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+from voxtrain.cli.common import EXIT_FAILURE, ConfigOpt, SetOpt, app, cli_config, fail, setup_logging
+
+if TYPE_CHECKING:
+    from voxtrain.train.session import TrainOptions
+
+
+@app.command()
+def train(
+    features: Annotated[Path, typer.Option("--features", "-f", help="Feature store written by `prepare`.")],
+    run: Annotated[Path, typer.Option("--run", "-r", help="Run directory (resumed if it has checkpoints).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    until_step: Annotated[
+        int | None, typer.Option(help="Stop this invocation at this step (a stage target).")
+    ] = None,
+    init_from: Annotated[
+        Path | None, typer.Option(help="Fine-tune: start a NEW run from these weights (.pt or .safetensors).")
+    ] = None,
+    skip_mismatched: Annotated[
+        bool, typer.Option(help="With --init-from: keep tensors whose shapes differ freshly initialised.")
+    ] = False,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background; log to RUN/logs/.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    verbose: bool = False,
+) -> None:
+    """Train (or resume, or fine-tune) to a stage target; SIGTERM/Ctrl-C saves and exits cleanly."""
+    from voxtrain.ops.preflight import print_preflight, run_preflight
+
+    cfg = cli_config(config, set_)
+    # Under `accelerate launch` / torchrun every rank runs this command; rank 0 speaks for all.
+    is_rank0 = int(os.environ.get("RANK", "0")) == 0
+    if is_rank0 and not print_preflight(run_preflight(cfg, features, run)):
+        fail("pre-flight failed: fix the FAIL rows above")
+    if is_rank0 and sys.stdin.isatty() and not yes and not typer.confirm("Start training?", default=True):
+        typer.echo("not started", err=True)
+        raise typer.Exit(EXIT_FAILURE)
+    if detach:
+        # argv after `train`: the child re-runs this very command in the foreground.
+        _launch_in_background(sys.argv[2:], run)
+        return
+    from voxtrain.train.session import TrainOptions
+
+    _train_in_foreground(
+        TrainOptions(run_dir=run, features=features, config=cfg, until_step=until_step,
+                     init_from=init_from, skip_mismatched=skip_mismatched),
+        verbose, is_rank0,
+    )
+
+
+def _launch_in_background(train_argv: list[str], run: Path) -> None:
+    from voxtrain.artifacts.layout import RunDir
+    from voxtrain.ops.launcher import launch_detached, tail
+
+    try:
+        launch = launch_detached(train_argv, RunDir(run))
+    except RuntimeError as err:
+        fail(str(err))
+    if launch.exited is not None:
+        typer.echo(tail(launch.log_file), err=True)
+        fail(f"the trainer exited during start-up with code {launch.exited}; log: {launch.log_file}")
+    typer.echo(
+        f"training in the background: pid {launch.pid}\n"
+        f"  log:     {launch.log_file}\n"
+        f"  monitor: voxtrain monitor {run}\n"
+        f"  status:  voxtrain status {run}\n"
+        f"  stop:    voxtrain stop {run}\n"
+        f"  tail:    tail -f {launch.log_file}"
+    )
+
+
+def _train_in_foreground(opts: TrainOptions, verbose: bool, is_rank0: bool) -> NoReturn:
+    from voxtrain.artifacts.layout import RunDir
+    from voxtrain.artifacts.lock import RunLockedError
+    from voxtrain.artifacts.store import StoreError
+    from voxtrain.ops.launcher import DETACHED_ENV
+    from voxtrain.train.engine import train as run_training
+    from voxtrain.train.session import SessionError
+
+    # A detached child's stdout already is its log file: a second log would double every line.
+    is_child = os.environ.get(DETACHED_ENV) == "1"
+    setup_logging(verbose, RunDir(opts.run_dir).new_log_file() if is_rank0 and not is_child else None)
+    try:
+        result = run_training(opts)
+    except (StoreError, SessionError, RunLockedError) as err:
+        fail(str(err))
+    if result.exit_code:
+        typer.secho(result.reason, fg=typer.colors.RED, err=True)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def preflight(
+    features: Annotated[Path, typer.Option("--features", "-f", help="Feature store written by `prepare`.")],
+    run: Annotated[Path, typer.Option("--run", "-r", help="Run directory.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Check versions, device, config, features, disk, memory and the resume plan."""
+    from voxtrain.ops.preflight import print_preflight, run_preflight
+
+    ok = print_preflight(run_preflight(cli_config(config, set_), features, run))
+    raise typer.Exit(0 if ok else EXIT_FAILURE)
+
