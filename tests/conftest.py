@@ -11,10 +11,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    import torch
 
 # A model small enough that a step takes milliseconds on one core.
 MICRO_CONFIG = {
@@ -191,3 +194,84 @@ def trainer_factory(features, tmp_path):
 @pytest.fixture
 def env() -> dict:
     return _env()
+
+
+# -- a real small filesystem, filled while a trainer runs ----------------------------------
+def _mount_tmpfs(path: Path, size_kb: int) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
+                       capture_output=True)
+    return r.returncode == 0
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 16 MB tmpfs (needs root: skipped otherwise)."""
+    mnt = tmp_path / "small"
+    if not _mount_tmpfs(mnt, 16384):
+        pytest.skip("cannot mount a tmpfs here (needs root); the disk-full test needs a real small filesystem")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def free_bytes(fs: Path) -> int:
+    st = os.statvfs(fs)
+    return st.f_bavail * st.f_frsize
+
+
+def fill_disk(fs: Path, leave: int) -> None:
+    """Grow fs/filler.bin until at most `leave` bytes are free (another tenant eating the disk)."""
+    with open(fs / "filler.bin", "ab") as f:
+        excess = free_bytes(fs) - leave
+        if excess > 0:
+            f.write(b"\0" * excess)
+
+
+class Hog(threading.Thread):
+    """Keeps the filesystem at most `leave` bytes free, eating whatever the trainer frees."""
+
+    def __init__(self, fs: Path, leave: int):
+        super().__init__(daemon=True)
+        self.fs, self.leave, self.stop = fs, leave, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                fill_disk(self.fs, self.leave)
+            except OSError:
+                pass
+            time.sleep(0.005)
+
+
+def wait_event(trainer, proc, predicate, timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for e in trainer.metrics():
+            if e["type"] == "event" and predicate(e):
+                return e
+        assert proc.poll() is None, f"trainer exited: {proc.stdout.read()}"
+        time.sleep(0.05)
+    raise AssertionError("event not seen in time")
+
+
+def initial_weights(state: dict) -> dict[str, torch.Tensor]:
+    """The weights the trainer builds before it loads anything: the model of the checkpoint's config,
+    freshly initialised after seed_everything (this process's RNGs are left as they were)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from voxtrain.config import config_from_dict
+    from voxtrain.model import FastSpeech2
+    from voxtrain.text import SymbolTable
+    from voxtrain.train.state import seed_everything
+
+    cfg = config_from_dict(state["config"])
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        seed_everything(cfg.training.seed)
+        model = FastSpeech2(cfg.model, len(SymbolTable.from_dict(state["symbols"])), cfg.audio.n_mels)
+    random.setstate(py_state)
+    np.random.set_state(np_state)
+    return model.state_dict()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import Hog, initial_weights, wait_event
 from voxtrain.artifacts.checkpoints import (
     CheckpointError,
     list_checkpoints,
@@ -24,57 +25,12 @@ from voxtrain.artifacts.layout import RunDir
 from voxtrain.atomic import write_atomic
 
 
-def _mount_tmpfs(path: Path, size_kb: int) -> bool:
-    path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
-                       capture_output=True)
-    return r.returncode == 0
-
-
-@pytest.fixture
-def small_fs(tmp_path):
-    mnt = tmp_path / "small"
-    if not _mount_tmpfs(mnt, 16384):
-        pytest.skip("cannot mount a tmpfs here (needs root); the disk-full test needs a real small filesystem")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def test_write_atomic_on_full_filesystem_raises_enospc_and_leaves_nothing(small_fs):
     target = small_fs / "big.bin"
     with pytest.raises(OSError) as err:
         write_atomic(b"x" * (32 << 20), target)
     assert err.value.errno == errno.ENOSPC
     assert list(small_fs.iterdir()) == []
-
-
-def _free(fs: Path) -> int:
-    st = os.statvfs(fs)
-    return st.f_bavail * st.f_frsize
-
-
-def _fill(fs: Path, leave: int) -> None:
-    """Grow fs/filler.bin until at most `leave` bytes are free (another tenant eating the disk)."""
-    with open(fs / "filler.bin", "ab") as f:
-        excess = _free(fs) - leave
-        if excess > 0:
-            f.write(b"\0" * excess)
-
-
-class _Hog(threading.Thread):
-    """Keeps the filesystem at most `leave` bytes free, eating whatever the trainer frees."""
-
-    def __init__(self, fs: Path, leave: int):
-        super().__init__(daemon=True)
-        self.fs, self.leave, self.stop = fs, leave, threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                _fill(self.fs, self.leave)
-            except OSError:
-                pass
-            time.sleep(0.005)
 
 
 class _Watcher(threading.Thread):
@@ -96,17 +52,6 @@ class _Watcher(threading.Thread):
             time.sleep(0.005)
 
 
-def _wait_event(trainer, proc, predicate, timeout: float = 120) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for e in trainer.metrics():
-            if e["type"] == "event" and predicate(e):
-                return e
-        assert proc.poll() is None, f"trainer exited: {proc.stdout.read()}"
-        time.sleep(0.05)
-    raise AssertionError("event not seen in time")
-
-
 # The reasons of the two kinds of skipped save (checkpoint_skipped events).
 PRE_CHECK, WRITE_ENOSPC = "not enough free disk space", "disk full (ENOSPC) while writing"
 
@@ -120,16 +65,16 @@ def test_disk_full_prunes_then_skips_and_never_loses_the_last_checkpoint(trainer
     watcher.start()
     proc = t.start(env=dict(env, VOXTRAIN_TEST_SLOW_WRITE_S="0.05"))
     try:
-        _wait_event(t, proc, lambda e: e["event"] == "checkpoint_pruned" and e["reason"] == "rotation")
+        wait_event(t, proc, lambda e: e["event"] == "checkpoint_pruned" and e["reason"] == "rotation")
         size = run.checkpoint_files()[-1][1].stat().st_size
 
         # Another tenant fills the disk and keeps eating what is freed: each save first prunes the
         # oldest checkpoint, until only the newest is left; then saves are skipped loudly,
         # training goes on, and the newest checkpoint survives.
-        hog = _Hog(small_fs, leave=size // 2)
+        hog = Hog(small_fs, leave=size // 2)
         hog.start()
-        _wait_event(t, proc, lambda e: e["event"] == "checkpoint_pruned" and e["reason"] == "disk space")
-        first_skip = _wait_event(t, proc, lambda e: e["event"] == "checkpoint_skipped")
+        wait_event(t, proc, lambda e: e["event"] == "checkpoint_pruned" and e["reason"] == "disk space")
+        first_skip = wait_event(t, proc, lambda e: e["event"] == "checkpoint_skipped")
         t.wait_for_step(proc, first_skip["step"] + 5)
         kept = [s for s, _ in run.checkpoint_files()]
         assert len(kept) == 1 and kept[0] < first_skip["step"]
@@ -138,7 +83,7 @@ def test_disk_full_prunes_then_skips_and_never_loses_the_last_checkpoint(trainer
 
         # Space comes back: saving resumes by itself.
         (small_fs / "filler.bin").unlink()
-        _wait_event(t, proc, lambda e: e["event"] == "checkpoint_saved" and e["step"] > first_skip["step"] + 5)
+        wait_event(t, proc, lambda e: e["event"] == "checkpoint_saved" and e["step"] > first_skip["step"] + 5)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -300,28 +245,6 @@ def test_finetune_yaml_takes_the_architecture_from_the_checkpoint(trainer_factor
     assert not (tmp_path / "arch_clash" / "checkpoints").exists() or not RunDir(clash.run).checkpoint_files()
 
 
-def _initial_weights(state: dict) -> dict[str, torch.Tensor]:
-    """The weights the trainer builds before it loads anything: the model of the checkpoint's config,
-    freshly initialised after seed_everything (this process's RNGs are left as they were)."""
-    import random
-
-    import numpy as np
-
-    from voxtrain.config import config_from_dict
-    from voxtrain.model import FastSpeech2
-    from voxtrain.text import SymbolTable
-    from voxtrain.train.state import seed_everything
-
-    cfg = config_from_dict(state["config"])
-    py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        seed_everything(cfg.training.seed)
-        model = FastSpeech2(cfg.model, len(SymbolTable.from_dict(state["symbols"])), cfg.audio.n_mels)
-    random.setstate(py_state)
-    np.random.set_state(np_state)
-    return model.state_dict()
-
-
 def test_finetune_mismatch_is_named_and_refused_unless_skipped(trainer_factory):
     base = trainer_factory("base2", training={"save_every": 2, "max_steps": 2})
     assert base.run_to_end().returncode == 0
@@ -339,7 +262,7 @@ def test_finetune_mismatch_is_named_and_refused_unless_skipped(trainer_factory):
     assert r.returncode == 0, r.stderr
     state = load_state(RunDir(ft.run).checkpoint(2))
     got, base_w = state["model"], load_state(ckpt)["model"]
-    init = _initial_weights(state)
+    init = initial_weights(state)
     assert got.keys() == init.keys()
 
     def same(a: torch.Tensor, b: torch.Tensor) -> bool:

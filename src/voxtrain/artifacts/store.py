@@ -315,6 +315,14 @@ class FeatureStore:
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         return list(self._splits[split])
 
+    def symbol_clips(self, split: str = "train") -> dict[str, int]:
+        """How many clips of a split use each phoneme symbol (from the manifest's phonemes)."""
+        counts: dict[str, int] = {}
+        for i in self.split_indices(split):
+            for symbol in set(self.records[i].get("phonemes", "")):
+                counts[symbol] = counts.get(symbol, 0) + 1
+        return dict(sorted(counts.items()))
+
     def n_frames(self, i: int) -> int:
         return int(self.records[i]["n_frames"])
 

@@ -30,6 +30,10 @@ def train(
     skip_mismatched: Annotated[
         bool, typer.Option(help="With --init-from: keep tensors whose shapes differ freshly initialised.")
     ] = False,
+    new_symbols: Annotated[
+        bool, typer.Option("--new-symbols", help="With --init-from: give symbols the base never learned fresh "
+                                                 "embedding rows (finetune.new_symbols) instead of refusing.")
+    ] = False,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background; log to RUN/logs/.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     verbose: bool = False,
@@ -37,10 +41,10 @@ def train(
     """Train (or resume, or fine-tune) to a stage target; SIGTERM/Ctrl-C saves and exits cleanly."""
     from voxtrain.ops.preflight import print_preflight, run_preflight
 
-    cfg = cli_config(config, set_)
+    cfg = cli_config(config, [*(set_ or []), *(["finetune.new_symbols=true"] if new_symbols else [])])
     # Under `accelerate launch` / torchrun every rank runs this command; rank 0 speaks for all.
     is_rank0 = int(os.environ.get("RANK", "0")) == 0
-    if is_rank0 and not print_preflight(run_preflight(cfg, features, run)):
+    if is_rank0 and not print_preflight(run_preflight(cfg, features, run, init_from)):
         fail("pre-flight failed: fix the FAIL rows above")
     if is_rank0 and sys.stdin.isatty() and not yes and not typer.confirm("Start training?", default=True):
         typer.echo("not started", err=True)
@@ -105,10 +109,16 @@ def preflight(
     run: Annotated[Path, typer.Option("--run", "-r", help="Run directory.")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    init_from: Annotated[
+        Path | None, typer.Option(help="Plan a fine-tune from these weights: data, budget, symbols, disk.")
+    ] = None,
+    new_symbols: Annotated[bool, typer.Option("--new-symbols", help="As `train --new-symbols`.")] = False,
 ) -> None:
-    """Check versions, device, config, features, disk, memory and the resume plan."""
+    """Check versions, device, config, features, disk, memory and the resume plan (with
+    --init-from: the fine-tune's plan from its data)."""
     from voxtrain.ops.preflight import print_preflight, run_preflight
 
-    ok = print_preflight(run_preflight(cli_config(config, set_), features, run))
+    cfg = cli_config(config, [*(set_ or []), *(["finetune.new_symbols=true"] if new_symbols else [])])
+    ok = print_preflight(run_preflight(cfg, features, run, init_from))
     raise typer.Exit(0 if ok else EXIT_FAILURE)
 

@@ -236,8 +236,34 @@ class CheckpointConfig(_Section):
     )
 
 
+# The parts of FastSpeech2 that `finetune.freeze` can name; model/parts.py maps each to its modules.
+FreezablePart = Literal["embedding", "encoder", "aligner", "variance_adaptor", "decoder", "postnet"]
+
+
 class FinetuneConfig(_Section):
-    """Phase-2 defaults applied when training starts with --init-from."""
+    """Phase-2 settings applied when training starts with --init-from."""
 
     lr: float = Field(2e-5, gt=0, description="Constant LR of a fine-tune (no warm-up re-run).")
     scheduler: Literal["noam", "constant", "warmup_cosine"] = Field("constant", description="Fine-tune schedule.")
+    freeze: list[FreezablePart] = Field(
+        default_factory=list,
+        description="Parts kept fixed during the fine-tune: embedding, encoder, aligner, variance_adaptor "
+        "(duration, pitch and energy predictors and embeddings), decoder (with the mel head), postnet.",
+    )
+    keep_last: int = Field(
+        1, ge=1,
+        description="Rotation checkpoints a fine-tune keeps besides the best one (replaces checkpoint.keep_last: "
+        "a fine-tune is short, and its base is the other copy worth keeping).",
+    )
+    new_symbols: bool = Field(
+        False,
+        description="Allow the new data to use symbols the base never trained: they get fresh embedding rows, "
+        "shared symbols keep theirs. Off: such data is refused, naming each symbol.",
+    )
+
+    @model_validator(mode="after")
+    def _check_freeze(self) -> FinetuneConfig:
+        repeated = sorted({p for p in self.freeze if self.freeze.count(p) > 1})
+        if repeated:
+            raise ValueError(f"freeze lists {', '.join(repeated)} more than once")
+        return self

@@ -86,15 +86,40 @@ def _resume_check(cfg: Config, run: RunDir) -> Check:
     return Check("resume plan", PASS, detail)
 
 
-def run_preflight(cfg: Config, features: Path, run_dir: Path) -> list[Check]:
+def _finetune_config(cfg: Config, init_from: Path) -> tuple[Config, dict | None, Check | None]:
+    """The config a fine-tune from `init_from` will really run with, and the base's metadata."""
+    from voxtrain.artifacts.checkpoints import CheckpointError
+    from voxtrain.artifacts.weights import load_weights
+    from voxtrain.config import ConfigError
+    from voxtrain.config.derive import finetune_config, model_from_checkpoint
+
+    try:
+        _, meta = load_weights(Path(init_from))
+        saved_model = (meta.get("config") or {}).get("model")
+        base = cfg if saved_model is None else model_from_checkpoint(cfg, saved_model, f"--init-from {init_from}")
+    except (CheckpointError, ConfigError) as err:
+        return cfg, None, Check("fine-tune base", FAIL, str(err))
+    return finetune_config(base), meta, None
+
+
+def run_preflight(cfg: Config, features: Path, run_dir: Path, init_from: Path | None = None) -> list[Check]:
+    """The pre-flight table; with `init_from` (a fine-tune of a new run) also the fine-tune's plan."""
     checks = [Check("versions", PASS, versions_line())]
+    run = RunDir(run_dir)
+    base_meta = None
+    if init_from is not None and not run.checkpoint_files():
+        cfg, base_meta, failed = _finetune_config(cfg, init_from)
+        checks += [failed] if failed else []
     checks.append(_device_check())
     checks.append(Check("config", PASS, f"valid; model hidden {cfg.model.hidden}, {cfg.model.encoder_layers}+"
                         f"{cfg.model.decoder_layers} layers; batch {cfg.training.batch_size} x accum "
                         f"{cfg.training.grad_accum}; max_steps {cfg.training.max_steps}"))
     feature_check, store = _features_check(features)
     checks.append(feature_check)
-    run = RunDir(run_dir)
+    if store is not None and base_meta is not None:
+        from voxtrain.ops.finetune_plan import plan_rows
+
+        checks += [Check(r.name, r.status, r.detail) for r in plan_rows(cfg, store, base_meta, Path(init_from))]
     probe = run.root if run.root.exists() else next((p for p in run.root.parents if p.exists()), Path("/"))
     if os.access(probe, os.W_OK):
         checks.append(Check("run dir", PASS, f"{run.root} writable"))

@@ -27,10 +27,11 @@ from voxtrain.data.loader import BucketBatchSampler, FeatureDataset, collate
 from voxtrain.malloc import retain_freed_memory
 from voxtrain.model import Batch, FastSpeech2, FastSpeech2Loss
 from voxtrain.report import refresh_report
+from voxtrain.train.finetune import freeze_for_finetune, load_base_weights, trainable_parameters, voice_facts
 from voxtrain.train.listening import ListeningEvaluator
 from voxtrain.train.optim import make_optimizer
 from voxtrain.train.runtime import LogWindow, make_accelerator, own_process_group, quiet_other_ranks
-from voxtrain.train.session import RunSession, TrainOptions, match_weights, prepare_session
+from voxtrain.train.session import RunSession, TrainOptions, prepare_session
 from voxtrain.train.signals import StopRequest
 from voxtrain.train.state import capture_rng, lr_at, restore_rng, seed_everything
 from voxtrain.train.step import StepResult, is_out_of_memory, train_step
@@ -85,10 +86,10 @@ class Trainer:
     def _build_model(self) -> None:
         model = FastSpeech2(self.cfg.model, len(self.store.symbols), self.cfg.audio.n_mels)
         if self.session.init_weights is not None:
-            model.load_state_dict(match_weights(
-                model.state_dict(), self.session.init_weights, self.opts.skip_mismatched, self.session.init_from))
+            load_base_weights(model, self.session, self.store, self.opts.skip_mismatched)
+        self.freeze = freeze_for_finetune(model, self.session)
         self.loss_fn = FastSpeech2Loss(self.cfg.training, self.cfg.model.aligner)
-        optimizer = make_optimizer(model.parameters(), self.cfg.training, self.accelerator.device)
+        optimizer = make_optimizer(trainable_parameters(model), self.cfg.training, self.accelerator.device)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.bare_model: FastSpeech2 = self.accelerator.unwrap_model(self.model)
 
@@ -147,6 +148,7 @@ class Trainer:
             "dataset_fingerprint": self.store.fingerprint,
             "time": time.time(),
             "versions": self.session.versions,
+            **voice_facts(self.session, self.store),
         }
 
     def save(self) -> bool:
@@ -322,7 +324,8 @@ class Trainer:
     def _update_best(self, val: dict[str, float], scores: dict[str, float] | None) -> None:
         if self.ckpt.best.consider(self.step, val["mel"], scores):
             meta = export_metadata(self.cfg.to_dict(), self.store.symbols.to_dict(), self.step,
-                                   val_mel_loss=val["mel"], scores=scores or None)
+                                   val_mel_loss=val["mel"], scores=scores or None,
+                                   **voice_facts(self.session, self.store))
             self.ckpt.export_best(self.bare_model.state_dict(), meta)
 
     def _agree(self, decision: StopDecision | None) -> StopDecision | None:
@@ -368,18 +371,15 @@ class Trainer:
         return facts
 
     def _announce(self, target: int) -> None:
-        s = self.session
-        n_params = sum(p.numel() for p in self.bare_model.parameters())
+        s, acc, frozen = self.session, self.accelerator, self.freeze
         log.info("%s | run %s | %s", s.describe(), self.run.root, s.versions_line())
-        log.info(
-            "model: %.2f M parameters | precision %s | device %s x %d | train %d clips, %d batches/epoch",
-            n_params / 1e6, self.precision, self.accelerator.device, self.accelerator.num_processes,
-            len(self.train_set), self.sampler.batches_per_epoch(),
-        )
+        log.info("model: %.2f M parameters (%.2f M train) | precision %s | device %s x %d | train %d clips, "
+                 "%d batches/epoch", frozen.total / 1e6, frozen.trainable / 1e6, self.precision, acc.device,
+                 acc.num_processes, len(self.train_set), self.sampler.batches_per_epoch())
         log.info("step %d -> target %d (max_steps %d)", self.step, target, self.cfg.training.max_steps)
         self._event(Event.START, mode=s.mode, target_step=target, max_steps=self.cfg.training.max_steps,
-                    parameters=n_params, precision=self.precision, processes=self.accelerator.num_processes,
-                    resumed_from=s.resumed_from, init_from=s.init_from)
+                    parameters=frozen.total, trainable_parameters=frozen.trainable, precision=self.precision,
+                    processes=acc.num_processes, resumed_from=s.resumed_from, init_from=s.init_from)
 
     def close(self) -> None:
         if self.recorder is not None:

@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel
 
 from voxtrain.artifacts.checkpoints import CheckpointError, CheckpointManager
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.store import FeatureStore
 from voxtrain.artifacts.weights import load_weights
 from voxtrain.atomic import remove_temp_files, write_json_atomic, write_text_atomic
-from voxtrain.config import TRAINING_BEHAVIOUR_FIELDS, Config, config_from_dict
+from voxtrain.config import Config, ConfigError, derive
+from voxtrain.config.derive import finetune_config
+from voxtrain.text.coverage import merged_clip_counts, missing_symbols
+from voxtrain.text.symbols import SymbolTable
 from voxtrain.versions import library_versions, versions_line
 
 log = logging.getLogger("voxtrain.train")
@@ -56,6 +58,11 @@ class RunSession:
     versions: dict[str, str] = field(default_factory=dict)
     # Checkpoints that failed to load while looking for one to resume: (step, path, why).
     corrupt_checkpoints: list[tuple[int, Path, str]] = field(default_factory=list)
+    # Clips per symbol of all the data these weights have been trained on (base and fine-tunes).
+    symbol_clips: dict[str, int] = field(default_factory=dict)
+    # A fine-tune's base symbol table, and the symbols given fresh embedding rows.
+    base_symbols: SymbolTable | None = None
+    fresh_symbols: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         if self.resume_state is not None:
@@ -78,16 +85,6 @@ def diff_dicts(old: Any, new: Any, prefix: str = "") -> list[str]:
             out += diff_dicts(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
         return out
     return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
-
-
-def finetune_config(cfg: Config) -> Config:
-    """Phase-2 training settings: the finetune section's LR and schedule, no warm-up."""
-    data = cfg.to_dict()
-    data["training"]["lr"] = cfg.finetune.lr
-    data["training"]["scheduler"] = cfg.finetune.scheduler
-    if cfg.finetune.scheduler == "constant":
-        data["training"]["warmup_steps"] = 0
-    return config_from_dict(data, "fine-tune settings")
 
 
 def load_model_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -122,59 +119,11 @@ def match_weights(
     return merged
 
 
-def explicit_settings(section: BaseModel, prefix: str) -> dict[str, Any]:
-    """The fields of a config section that the YAML file or `--set` gave, by key path."""
-    out: dict[str, Any] = {}
-    for name in section.model_fields_set:
-        value = getattr(section, name)
-        if isinstance(value, BaseModel):
-            out.update(explicit_settings(value, f"{prefix}.{name}"))
-        else:
-            out[f"{prefix}.{name}"] = value
-    return out
-
-
-def _lookup(data: dict, path: str) -> Any:
-    for part in path.split(".")[1:]:
-        data = data.get(part) if isinstance(data, dict) else None
-    return data
-
-
 def model_from_checkpoint(cfg: Config, saved_model: dict, source: str, allow_changes: bool = False) -> Config:
-    """`cfg` with the checkpoint's model architecture. An architecture setting the config
-    gives explicitly and the checkpoint contradicts is an error naming it, unless
-    `allow_changes` (fine-tuning with --skip-mismatched), when the config's setting wins.
-    Settings that only change how the model trains (dropout, the aligner's schedule) are
-    the config's to set."""
-    explicit = explicit_settings(cfg.model, "model")
-    behaviour = {f"model.{name}" for name in TRAINING_BEHAVIOUR_FIELDS}
-    wins = {k: v for k, v in explicit.items() if k in behaviour}
-    conflicts = {k: v for k, v in explicit.items() if k not in behaviour and _lookup(saved_model, k) != v}
-    if conflicts and not allow_changes:
-        listing = "\n  ".join(f"{k}: {v!r} in the config, {_lookup(saved_model, k)!r} in the checkpoint"
-                               for k, v in conflicts.items())
-        hint = ", or pass --skip-mismatched to train them freshly initialised" if source.startswith("--init") else ""
-        raise SessionError(
-            f"{source} was trained with another model architecture than the config asks for:\n  {listing}\n"
-            f"The architecture comes from the checkpoint: remove these settings from the config (or --set){hint}."
-        )
-    for key, value in conflicts.items():
-        log.warning("model setting %s = %r differs from the checkpoint (%r): the config wins",
-                    key, value, _lookup(saved_model, key))
-    data = cfg.to_dict()
-    data["model"] = _with_settings(json.loads(json.dumps(saved_model)), {**wins, **conflicts})
-    return config_from_dict(data, f"{source} (model section)")
-
-
-def _with_settings(data: dict, settings: dict[str, Any]) -> dict:
-    """Set `model.a.b`-style key paths in a model section's dict (as `_lookup` reads them)."""
-    for path, value in settings.items():
-        node = data
-        parts = path.split(".")[1:]
-        for part in parts[:-1]:
-            node = node[part]
-        node[parts[-1]] = value
-    return data
+    try:
+        return derive.model_from_checkpoint(cfg, saved_model, source, allow_changes)
+    except ConfigError as err:
+        raise SessionError(str(err)) from None
 
 
 def _check_compatible(cfg: Config, store: FeatureStore, state: dict, path: Path) -> None:
@@ -227,6 +176,7 @@ def prepare_session(opts: TrainOptions, store: FeatureStore, run: RunDir, write:
         base = finetune_config(base) if session.mode == "finetune" else base
         _check_compatible(base, store, state, path)
         session.config, session.resume_state, session.resumed_from = base, state, str(path)
+        session.symbol_clips = state.get("symbol_clips") or store.symbol_clips("train")
     elif opts.init_from:
         weights, meta = load_model_weights(Path(opts.init_from))
         session.mode, session.init_from = "finetune", str(opts.init_from)
@@ -235,10 +185,48 @@ def prepare_session(opts: TrainOptions, store: FeatureStore, run: RunDir, write:
             cfg, saved_model, f"--init-from {opts.init_from}", allow_changes=opts.skip_mismatched)
         session.config = finetune_config(base)
         session.init_weights = weights
+        session.base_symbols, session.fresh_symbols = plan_symbols(meta, store, session.config, opts.init_from)
+        session.symbol_clips = merged_clip_counts(meta.get("symbol_clips"), store.symbol_clips("train"))
+        log_speaker_shift(meta.get("speaker_stats"), store.stats)
+    else:
+        session.symbol_clips = store.symbol_clips("train")
     if write:
         write_text_atomic(run.config, session.config.to_yaml())
         _record_run(run, session, store)
     return session
+
+
+def plan_symbols(meta: dict, store: FeatureStore, cfg: Config, source: Path | str) -> tuple[SymbolTable, list[str]]:
+    """The base's symbol table, and the symbols of the new data that will get fresh embedding
+    rows; refused (naming each) unless `finetune.new_symbols` allows them."""
+    base_table = SymbolTable.from_dict(meta["symbols"]) if meta.get("symbols") else store.symbols
+    missing = missing_symbols(base_table, meta.get("symbol_clips"), store.symbol_clips("train"))
+    if missing and not cfg.finetune.new_symbols:
+        listing = "\n  ".join(m.describe() for m in missing)
+        raise SessionError(
+            f"the new data in {store.root} uses {len(missing)} symbol(s) the base {source} never learned:\n"
+            f"  {listing}\nPass --new-symbols (finetune.new_symbols: true) to give them fresh embedding rows "
+            f"(the shared symbols keep theirs), or remove those clips from the corpus."
+        )
+    fresh = [m.symbol for m in missing] + [s for s in store.symbols.symbols if s not in base_table.symbols]
+    fresh = list(dict.fromkeys(fresh))
+    if missing:
+        log.warning("fine-tune: fresh embedding rows for %s; every other symbol keeps the base's row",
+                    " ".join(repr(m.symbol) for m in missing))
+    return base_table, fresh
+
+
+def log_speaker_shift(base_stats: dict | None, new_stats: dict) -> None:
+    """Say what the new speaker's statistics are; the model sees pitch and energy only
+    normalized by the data it trains on, so the new statistics replace the base's."""
+    if not base_stats:
+        log.info("fine-tune: pitch and energy are normalized with the new data's statistics "
+                 "(F0 %.0f Hz +- %.0f)", new_stats["pitch_mean"], new_stats["pitch_std"])
+        return
+    log.info("fine-tune: pitch and energy are normalized with the new data's statistics: F0 %.0f Hz +- %.0f "
+             "(base %.0f Hz +- %.0f), energy %.1f +- %.1f (base %.1f +- %.1f)",
+             new_stats["pitch_mean"], new_stats["pitch_std"], base_stats["pitch_mean"], base_stats["pitch_std"],
+             new_stats["energy_mean"], new_stats["energy_std"], base_stats["energy_mean"], base_stats["energy_std"])
 
 
 def _record_run(run: RunDir, session: RunSession, store: FeatureStore) -> None:
