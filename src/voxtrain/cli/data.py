@@ -41,14 +41,25 @@ def make_corpus_cmd(
     out: Annotated[Path, typer.Argument(help="Directory of the LJSpeech-format corpus to write.")],
     voice: Annotated[str, typer.Option(help="piper (natural, needs the demo extra) or espeak (fast).")] = "piper",
     sentences: Annotated[int, typer.Option("--sentences", "-n", help="Number of sentences.")] = 400,
-    seed: Annotated[int, typer.Option(help="Seed of the sentence selection.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the sentence selection (and of --degrade's noise).")] = 0,
+    speaker_shift: Annotated[float, typer.Option(
+        help="Another speaker by resampling: pitch and formants times this factor (0.6-1.6; 1.15 = 15% "
+             "higher), duration divided by it unless --keep-tempo.")] = 1.0,
+    keep_tempo: Annotated[bool, typer.Option(
+        "--keep-tempo", help="Time-stretch a shifted clip back to its original duration.")] = False,
+    degrade: Annotated[str | None, typer.Option(
+        help="Channel preset: phone (300-3400 Hz band, noise at 15 dB SNR) or noisy (noise at 10 dB).")] = None,
+    espeak_voice: Annotated[str, typer.Option(
+        help="espeak-ng voice, with an optional variant as another speaker (en-us+f3, en-us+m3).")] = "en-us",
 ) -> None:
     """Write a demo corpus spoken by a pretrained voice, from voxtrain's own sentence list."""
     from voxtrain.demo_corpus import CorpusError, make_corpus
 
     try:
-        summary = make_corpus(out, voice=voice, n_sentences=sentences, seed=seed, progress=True)
+        summary = make_corpus(out, voice=voice, n_sentences=sentences, seed=seed, progress=True,
+                              speaker_shift=speaker_shift, keep_tempo=keep_tempo, degrade=degrade,
+                              espeak_voice=espeak_voice)
     except CorpusError as err:
         fail(str(err))
-    typer.echo(f"wrote {summary.n_clips} clips ({summary.seconds / 60:.1f} min, voice {summary.voice}) to {out}")
+    typer.echo(f"wrote {summary.n_clips} clips ({summary.seconds / 60:.1f} min, voice {summary.speaker}) to {out}")
 
