@@ -12,8 +12,8 @@ import yaml
 import voxtrain
 from voxtrain.config import Config
 
-COMMANDS = ("prepare", "make-corpus", "train", "preflight", "status", "monitor", "stop", "synth", "checkpoints",
-            "export", "smoke-test", "config")
+COMMANDS = ("prepare", "make-corpus", "train", "preflight", "train-vocoder", "status", "monitor", "stop",
+            "checkpoints", "evaluate", "report", "synth", "export", "smoke-test", "config")
 
 
 def voxtrain_cli(*args: str, cwd: Path | None = None, module: str = "voxtrain") -> subprocess.CompletedProcess:

@@ -78,6 +78,32 @@ class RunDir:
         return export_sidecar(self.best_export)
 
     @property
+    def vocoder_export(self) -> Path:
+        """`train-vocoder`'s best generator, jik876 format (`{"generator": state_dict}`)."""
+        return self.checkpoints / "generator_best.pt"
+
+    @property
+    def vocoder_data(self) -> Path:
+        """`train-vocoder`'s training pairs: the acoustic model's teacher-forced mels and the real
+        audio they are paired with, computed once per run so a resume trains on the same data."""
+        return self.root / "vocoder_data"
+
+    @property
+    def vocoder_mels(self) -> Path:
+        """Teacher-forced mels of every clip, concatenated: float32 (sum_T, n_mels)."""
+        return self.vocoder_data / "mels.npy"
+
+    @property
+    def vocoder_audio(self) -> Path:
+        """The real audio of every clip, cut to n_frames * hop and concatenated: float32 (sum_T * hop,)."""
+        return self.vocoder_data / "audio.npy"
+
+    @property
+    def vocoder_index(self) -> Path:
+        """Per clip id, split and offsets, and what the pairs were made from; written last."""
+        return self.vocoder_data / "index.json"
+
+    @property
     def samples(self) -> Path:
         return self.root / "samples"
 

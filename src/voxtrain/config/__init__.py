@@ -34,12 +34,13 @@ from voxtrain.config.sections import (
     TextConfig,
     TrainingConfig,
 )
+from voxtrain.config.vocoder import VocoderTrainingConfig
 
 __all__ = [
     "SCORE_METRICS", "TRAINING_BEHAVIOUR_FIELDS", "AlignerConfig", "AudioConfig", "CheckpointConfig", "Config",
     "ConfigError", "DataConfig", "EarlyStopConfig", "EvaluationConfig", "FinetuneConfig", "LossWeights",
-    "ModelConfig", "TargetSpec", "TextConfig", "TrainingConfig", "apply_overrides", "config_from_dict",
-    "load_config", "metric_direction", "metric_scorer",
+    "ModelConfig", "TargetSpec", "TextConfig", "TrainingConfig", "VocoderTrainingConfig", "apply_overrides",
+    "config_from_dict", "load_config", "metric_direction", "metric_scorer",
 ]
 
 
@@ -52,6 +53,7 @@ class Config(_Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    vocoder_training: VocoderTrainingConfig = Field(default_factory=VocoderTrainingConfig)
 
     @model_validator(mode="after")
     def _check_metrics(self) -> Config:

@@ -1,0 +1,49 @@
+"""The `vocoder_training:` section: fine-tuning the HiFi-GAN generator to a new speaker."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from voxtrain.config.base import _Section
+
+
+class VocoderTrainingConfig(_Section):
+    """`voxtrain train-vocoder`: the bundled HiFi-GAN generator trained on the acoustic model's
+    own teacher-forced mels against the real audio. Checkpoint rotation and the disk margin
+    come from the `checkpoint:` section, the experiment trackers from `training.trackers`."""
+
+    max_steps: int = Field(2000, ge=1, description="Optimizer steps of the fine-tune.")
+    batch_size: int = Field(4, ge=1, description="Segments per optimizer step.")
+    segment_frames: int = Field(
+        32, ge=1,
+        description="Mel frames per training segment (times audio.hop_length samples: 32 -> 8192 at hop 256). "
+        "Clips shorter than a segment are padded with silence.",
+    )
+    lr: float = Field(2e-4, gt=0, description="Constant learning rate (HiFi-GAN's own).")
+    betas: tuple[float, float] = Field((0.8, 0.99), description="AdamW betas (HiFi-GAN's own).")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (torch's default, as HiFi-GAN uses).")
+    mel_weight: float = Field(1.0, ge=0, description="Weight of the L1 log-mel loss.")
+    stft_weight: float = Field(
+        1.0, ge=0, description="Weight of the multi-resolution STFT loss (spectral convergence + log magnitude)."
+    )
+    stft_resolutions: list[tuple[int, int, int]] = Field(
+        default_factory=lambda: [(1024, 120, 600), (2048, 240, 1200), (512, 50, 240)],
+        description="(n_fft, hop, window) of each STFT resolution of the STFT loss.",
+    )
+    log_every: int = Field(10, ge=1, description="Steps between train records in metrics.jsonl.")
+    validate_every: int = Field(
+        200, ge=1, description="Steps between validations (mel L1 of the whole validation clips) and best exports."
+    )
+    save_every: int = Field(200, ge=1, description="Steps between checkpoints.")
+    seed: int = Field(1234, description="Seed of the segment order and positions.")
+
+    @model_validator(mode="after")
+    def _check(self) -> VocoderTrainingConfig:
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must each be in [0, 1), got {list(self.betas)}")
+        for n_fft, hop, win in self.stft_resolutions:
+            if not (0 < hop and 0 < win <= n_fft):
+                raise ValueError(f"stft_resolutions: ({n_fft}, {hop}, {win}) needs hop > 0 and 0 < window <= n_fft")
+        if self.mel_weight == 0 and (self.stft_weight == 0 or not self.stft_resolutions):
+            raise ValueError("mel_weight and stft_weight are both 0: nothing to train on")
+        return self

@@ -1,0 +1,46 @@
+"""Fine-tuning the HiFi-GAN generator to a new speaker (`voxtrain train-vocoder`).
+
+The pretrained LJSpeech generator renders another voice's predicted mels with a metallic
+sound; trained a little on the fine-tuned acoustic model's own teacher-forced mels against
+the real audio of that voice, it loses it. `train_vocoder` runs (or resumes) such a
+fine-tune in a run directory and leaves the best generator, in the jik876 format
+`load_hifigan` and `voxtrain synth --vocoder-path` read, at `RunDir(run).vocoder_export`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from voxtrain.config import Config
+from voxtrain.vocoder_training.setup import VocoderOptions
+from voxtrain.vocoder_training.sources import VocoderTrainingError
+from voxtrain.vocoder_training.trainer import VocoderResult, VocoderTrainer
+
+
+def train_vocoder(
+    checkpoint: str | Path,
+    features: str | Path,
+    corpus: str | Path,
+    run_dir: str | Path,
+    config: Config | None = None,
+    until_step: int | None = None,
+) -> VocoderResult:
+    """Fine-tune (or resume fine-tuning) the bundled HiFi-GAN generator in `run_dir`.
+
+    checkpoint: the acoustic model (a `voxtrain train` checkpoint .pt or .safetensors export)
+    trained on `features`, the feature store `voxtrain prepare` made from `corpus`. config:
+    its `vocoder_training`, `checkpoint` and `training.trackers` sections apply (None: the
+    defaults). until_step: a stage target; SIGTERM/SIGINT saves and returns exit code 0.
+    Raises VocoderTrainingError (or the store's StoreError, the lock's RunLockedError) when
+    the inputs cannot be used, with what to do.
+    """
+    opts = VocoderOptions(Path(checkpoint), Path(features), Path(corpus), Path(run_dir),
+                          config if config is not None else Config(), until_step)
+    trainer = VocoderTrainer(opts)
+    try:
+        return trainer.train()
+    finally:
+        trainer.close()
+
+
+__all__ = ["VocoderOptions", "VocoderResult", "VocoderTrainingError", "train_vocoder"]

@@ -1,0 +1,186 @@
+"""What a vocoder fine-tune is made from, each checked against the others before any work:
+the feature store, the acoustic checkpoint trained on it, and the corpus it was prepared from.
+
+Every refusal is a `VocoderTrainingError` naming the file or field at fault and what to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from voxtrain.artifacts.checkpoints import CheckpointError
+from voxtrain.artifacts.store import FeatureStore, file_sha256
+from voxtrain.artifacts.weights import load_weights
+from voxtrain.audio import AudioError, load_audio, mel_spectrogram, num_frames, trim_silence
+from voxtrain.config import AudioConfig, Config, ConfigError, config_from_dict
+from voxtrain.data.loader import collate
+from voxtrain.data.metadata import PrepareError, check_corpus_dir, read_metadata
+from voxtrain.model import FastSpeech2
+
+# The settings that define a mel frame: a model and a store must agree on every one.
+MEL_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmin", "fmax")
+# Mean |log-mel| difference between the store's mel of a clip (float16) and the mel of the
+# corpus file reloaded here. Rounding to float16 leaves ~0.002; another recording or a
+# re-render of the clip differs by far more than this.
+MEL_TOLERANCE = 0.1
+
+
+class VocoderTrainingError(RuntimeError):
+    """A vocoder fine-tune cannot start as asked; the message says what to change."""
+
+
+@dataclass
+class Acoustic:
+    """The acoustic model whose teacher-forced mels the vocoder learns to render."""
+
+    model: FastSpeech2
+    config: Config
+    path: Path
+    sha256: str
+
+
+def store_audio(store: FeatureStore) -> AudioConfig:
+    try:
+        return AudioConfig(**store.audio_config)
+    except ValueError as err:
+        raise VocoderTrainingError(f"{store.root / 'config.json'}: unusable audio settings: {err}") from None
+
+
+def load_acoustic(path: Path, store: FeatureStore) -> Acoustic:
+    """The FastSpeech2 model of a training checkpoint (.pt) or export (.safetensors + .json),
+    in eval mode, after checking that it was trained on features like the store's."""
+    path = Path(path)
+    try:
+        weights, meta = load_weights(path)
+    except CheckpointError as err:
+        raise VocoderTrainingError(f"--checkpoint: {err}") from None
+    if "config" not in meta or "symbols" not in meta:
+        raise VocoderTrainingError(f"--checkpoint {path}: no config and symbols (an export needs its .json sidecar "
+                                   f"beside it)")
+    try:
+        config = config_from_dict(meta["config"], f"{path} (embedded config)")
+    except ConfigError as err:
+        raise VocoderTrainingError(str(err)) from None
+    _check_mel_settings(config.audio, store, path)
+    if meta["symbols"] != store.symbols.to_dict():
+        raise VocoderTrainingError(
+            f"--checkpoint {path} was trained with another symbol table than the feature store {store.root}: its "
+            f"phoneme ids would mean other sounds. Pass the acoustic checkpoint trained on this store (`voxtrain "
+            f"train --features {store.root}`), or the store it was trained on."
+        )
+    model = FastSpeech2(config.model, len(store.symbols), config.audio.n_mels)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise VocoderTrainingError(f"--checkpoint {path} does not hold a FastSpeech2 acoustic model matching its "
+                                   f"own config ({first}); pass a `voxtrain train` checkpoint or export") from None
+    model.eval().requires_grad_(False)
+    return Acoustic(model, config, path, file_sha256(path))
+
+
+def _check_mel_settings(model_audio: AudioConfig, store: FeatureStore, path: Path) -> None:
+    saved = store.audio_config
+    wrong = [f"audio.{k}: {saved.get(k)!r} in the store, {getattr(model_audio, k)!r} in the checkpoint"
+             for k in MEL_FIELDS if saved.get(k) != getattr(model_audio, k)]
+    if wrong:
+        listing = "\n  ".join(wrong)
+        raise VocoderTrainingError(
+            f"the feature store {store.root} and the acoustic checkpoint {path} use different mel settings:\n"
+            f"  {listing}\nThe acoustic model must have been trained on this store (or on one prepared with the same "
+            f"audio settings): pass the checkpoint of `voxtrain train --features {store.root}`, or the store it "
+            f"was trained on."
+        )
+
+
+def run_config(cfg: Config, acoustic: Acoustic, store: FeatureStore) -> Config:
+    """The run's config: the given one, with the audio settings of the store and the text and
+    model sections of the acoustic checkpoint (config.yaml then describes the whole run). An
+    audio setting the given config sets explicitly and the store contradicts is an error."""
+    saved = store.audio_config
+    conflicts = [f"audio.{k}: {getattr(cfg.audio, k)!r} in the config, {saved.get(k)!r} in the store"
+                 for k in sorted(cfg.audio.model_fields_set) if saved.get(k) != getattr(cfg.audio, k)]
+    if conflicts:
+        raise VocoderTrainingError(
+            "the config sets audio settings the feature store was not prepared with:\n  " + "\n  ".join(conflicts)
+            + f"\nThe audio settings come from {store.root / 'config.json'}: remove them from the config (or --set)."
+        )
+    if cfg.checkpoint.best_by != "val_mel":
+        raise VocoderTrainingError(
+            f"checkpoint.best_by is {cfg.checkpoint.best_by!r}, but a vocoder fine-tune ranks its generators by "
+            f"val_mel only (no listening scores): remove checkpoint.best_by from the config or set it to val_mel"
+        )
+    data = cfg.to_dict()
+    data["audio"] = dict(store_audio(store).model_dump(mode="json"))
+    data["model"], data["text"] = acoustic.config.to_dict()["model"], acoustic.config.to_dict()["text"]
+    return config_from_dict(data, "vocoder fine-tune settings")
+
+
+def corpus_audio_files(corpus: Path, store: FeatureStore) -> list[Path]:
+    """The audio file of each clip of the store, in store order, found as `prepare` finds them
+    (metadata.csv ids, wavs/ID with the first readable extension)."""
+    corpus = Path(corpus)
+    try:
+        check_corpus_dir(corpus)
+        entries = {e.id: e for e in read_metadata(corpus).entries}
+    except PrepareError as err:
+        raise VocoderTrainingError(f"--corpus: {err}") from None
+    files, missing = [], []
+    for r in store.records:
+        e = entries.get(r["id"])
+        if e is None or e.rejected:
+            missing.append(f"{r['id']} ({e.detail if e is not None else 'not in metadata.csv'})")
+            continue
+        files.append(corpus / "wavs" / e.audio)
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise VocoderTrainingError(
+            f"{len(missing)} clips of the feature store {store.root} have no usable audio in the corpus {corpus}: "
+            f"{', '.join(missing[:3])}{more}. --corpus must be the folder `voxtrain prepare` made the store from, "
+            f"with every clip's audio in place; restore the files, or prepare the corpus again into a new store "
+            f"and fine-tune the acoustic model on it."
+        )
+    return files
+
+
+def real_audio(path: Path, audio: AudioConfig, record: dict[str, Any], stored_mel: np.ndarray) -> np.ndarray:
+    """The audio whose mel the store holds, as prepare made it (loaded, resampled, trimmed),
+    cut to n_frames * hop samples: the length the vocoder makes from n_frames frames."""
+    clip_id, n_frames, hop = record["id"], int(record["n_frames"]), audio.hop_length
+    try:
+        wav = load_audio(path, audio.sample_rate)
+    except AudioError as err:
+        raise VocoderTrainingError(f"clip {clip_id}: {err.detail}") from None
+    if audio.trim_silence:
+        wav = trim_silence(wav, audio)
+    frames = num_frames(len(wav), audio) if len(wav) > (audio.n_fft - hop) // 2 else 0
+    redo = ("Pass the corpus the store was prepared from, or prepare this corpus again (`voxtrain prepare "
+            "CORPUS --out NEWSTORE`) and fine-tune the acoustic model on that store.")
+    if frames != n_frames:
+        trimmed = " after trimming silence" if audio.trim_silence else ""
+        raise VocoderTrainingError(
+            f"clip {clip_id}: {path} gives {len(wav)} samples{trimmed} ({frames} frames of {hop}), but the feature "
+            f"store's mel of it has {n_frames} frames ({n_frames * hop} to {(n_frames + 1) * hop - 1} samples): "
+            f"the store and the corpus do not match (the file was replaced or edited since prepare). {redo}"
+        )
+    difference = float(np.mean(np.abs(mel_spectrogram(wav, audio) - stored_mel.astype(np.float32))))
+    if not difference <= MEL_TOLERANCE:
+        raise VocoderTrainingError(
+            f"clip {clip_id}: {path} has the length the feature store expects but another sound (mean log-mel "
+            f"difference {difference:.3f}, over {MEL_TOLERANCE}): the store and the corpus do not match. {redo}"
+        )
+    return np.ascontiguousarray(wav[: n_frames * hop], dtype=np.float32)
+
+
+@torch.inference_mode()
+def teacher_forced_mel(model: FastSpeech2, item: dict[str, Any]) -> np.ndarray:
+    """(T, n_mels) mel the acoustic model predicts for one clip given its ground truth: the
+    aligner's durations, the clip's pitch and energy. `item` is a FeatureDataset item."""
+    out = model(collate([item]))
+    mel = out["mel_postnet"] if out["mel_postnet"] is not None else out["mel_pred"]
+    return mel[0].float().numpy()
