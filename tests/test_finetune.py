@@ -206,3 +206,56 @@ def test_finetune_on_a_filling_small_filesystem_keeps_best_and_newest_and_resume
     assert f"RESUMING fine-tune from {run.checkpoint(newest)} (step {newest})" in r.stderr
     assert load_state(run.checkpoint(newest + 2))["mode"] == "finetune"
     assert _sha256(base_ckpt) == base_hash, "the base checkpoint was written to"
+
+
+def _median_f0(wav_path: Path) -> float:
+    import numpy as np
+    import soundfile as sf
+
+    from voxtrain.audio.features import pitch_track
+    from voxtrain.config import AudioConfig
+
+    wav, rate = sf.read(wav_path, dtype="float32")
+    assert rate == AudioConfig().sample_rate
+    return float(np.median(pitch_track(wav, AudioConfig())))
+
+
+def _finetune_and_speak(features: Path, base: Path, work: Path) -> tuple[float, str]:
+    """Fine-tune `base` on `features` for 150 steps, then the median F0 of two sentences it speaks."""
+    work.mkdir()
+    ft = Trainer(features, work / "run", write_config(
+        work / "c.yaml", training={"max_steps": 150, "save_every": 150, "log_every": 50, "batch_size": 4,
+                                   "grad_accum": 1}, finetune={"lr": 1e-3}))
+    r = ft.run_to_end("--init-from", str(base))
+    assert r.returncode == 0, r.stderr
+    text = work / "text.txt"
+    text.write_text("A short test of the voice.\nWe walked along the river.\n")
+    s = subprocess.run([sys.executable, "-m", "voxtrain.cli", "synth", "-k", str(RunDir(ft.run).checkpoint(150)),
+                        "--text-file", str(text), "-o", str(work / "wavs"), "--vocoder", "griffin-lim",
+                        "--precision", "fp32"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert s.returncode == 0, s.stderr
+    wavs = sorted((work / "wavs").glob("*.wav"))
+    assert len(wavs) == 2
+    return sum(_median_f0(p) for p in wavs) / len(wavs), r.stderr
+
+
+def test_a_short_finetune_moves_the_voice_pitch_toward_the_new_speaker(trained, features, tmp_path):
+    from voxtrain.artifacts.store import FeatureStore
+    from voxtrain.config import config_from_dict
+    from voxtrain.data import prepare_corpus
+    from voxtrain.demo_corpus import make_corpus
+
+    # The base's own sentences and voice, 40% higher: only the speaker's pitch (and formants) differ.
+    make_corpus(tmp_path / "corpus", voice="espeak", n_sentences=14, seed=3, progress=False,
+                speaker_shift=1.4, keep_tempo=True)
+    prepare_corpus(tmp_path / "corpus", tmp_path / "features", config_from_dict(MICRO_CONFIG), workers=1,
+                   progress=False)
+    base_f0 = FeatureStore(features).stats["pitch_mean"]
+    new_f0 = FeatureStore(tmp_path / "features").stats["pitch_mean"]
+    assert new_f0 > 1.3 * base_f0
+    # The control: the same fine-tune on the base's own data, so both voices had the same training.
+    control, _ = _finetune_and_speak(features, trained, tmp_path / "control")
+    moved, log = _finetune_and_speak(tmp_path / "features", trained, tmp_path / "new")
+    assert "pitch and energy are normalized with the new data's statistics" in log
+    assert abs(control - base_f0) < 0.1 * base_f0, (control, base_f0)  # the control speaks at the base's pitch
+    assert abs(moved - new_f0) < 0.1 * new_f0, (moved, new_f0)  # and the fine-tune at the new speaker's

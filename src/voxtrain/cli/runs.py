@@ -77,6 +77,8 @@ def evaluate(
     sentences: Annotated[Path | None, typer.Option(help="Held-out sentences, one per line.")] = None,
     features: Annotated[Path | None, typer.Option(help="The feature store: adds ceiling and floor rows.")] = None,
     corpus: Annotated[Path | None, typer.Option(help="The corpus with the real validation clips.")] = None,
+    vocoder_path: Annotated[Path | None, typer.Option(help="A HiFi-GAN generator file (e.g. train-vocoder's "
+                                                           "generator_best.pt) instead of the bundled one.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Listening scores (WER, DNSMOS, speaker similarity) of a checkpoint or of every checkpoint
@@ -85,12 +87,13 @@ def evaluate(
     from voxtrain.ops.evaluation import evaluate as run_evaluation
     from voxtrain.ops.evaluation import print_evaluation
     from voxtrain.synth import SynthError
+    from voxtrain.vocoder import VocoderError
 
     if not target.exists():
         usage_error(f"{target} does not exist", "target")
     try:
-        result = run_evaluation(target, sentences, features, corpus)
-    except (ListeningUnavailable, SentenceError, SynthError, FileNotFoundError) as err:
+        result = run_evaluation(target, sentences, features, corpus, vocoder_path=vocoder_path)
+    except (ListeningUnavailable, SentenceError, SynthError, VocoderError, FileNotFoundError) as err:
         fail(str(err))
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=1))

@@ -90,19 +90,21 @@ def evaluate_checkpoint(
     references: bool = True,
     max_reference_clips: int | None = None,
     device: str = "cpu",
+    vocoder_path: str | Path | None = None,
 ) -> Evaluation:
     """Score one checkpoint (.pt, or an exported .safetensors with its .json) on the sentences
     (voxtrain's held-out list when None). With `features` (its feature store) come the ceiling
     and floor rows on the validation clips and the speaker reference (real clips when `corpus`
     is given, else copy-synthesis) unless `reference` is given; `references=False` scores the
-    checkpoint alone. `out_dir` keeps the checkpoint's clips as WAVs."""
+    checkpoint alone. `out_dir` keeps the checkpoint's clips as WAVs. `vocoder_path`: a HiFi-GAN
+    generator (e.g. from `train-vocoder`) instead of the bundled one."""
     t0 = time.perf_counter()
     sentences = default_sentences() if sentences is None else list(sentences)
     scorers = scorers or Scorers()
     acoustic = load_acoustic_model(path, device)
     ref_rows, reference = _references(_open_store(features) if references else None, scorers, corpus, reference,
                                       max_reference_clips, device)
-    synth = Synthesizer(acoustic, "hifigan", device=device, precision="fp32")
+    synth = Synthesizer(acoustic, "hifigan", vocoder_path, device=device, precision="fp32")
     rows = [score_synthesizer(synth, sentences, scorers, reference, out_dir, name=Path(path).name,
                               step=acoustic.step, path=str(path))]
     if references:
@@ -127,6 +129,7 @@ def evaluate_run(
     scorers: Scorers | None = None,
     max_reference_clips: int | None = None,
     device: str = "cpu",
+    vocoder_path: str | Path | None = None,
 ) -> Evaluation:
     """Score every rotation checkpoint of a run and its best export, plus the floor rows (of
     the best) and the reference rows. `features` defaults to the store the run's run.json names;
@@ -148,7 +151,7 @@ def evaluate_run(
     rows, floor_source = [], None
     for name, path in targets:
         acoustic = load_acoustic_model(path, device)
-        synth = Synthesizer(acoustic, "hifigan", device=device, precision="fp32")
+        synth = Synthesizer(acoustic, "hifigan", vocoder_path, device=device, precision="fp32")
         row = score_synthesizer(synth, sentences, scorers, reference, name=name, step=acoustic.step, path=str(path))
         row.extra["val_mel"] = val_mel.get(acoustic.step)
         rows.append(row)

@@ -14,12 +14,14 @@ COLUMNS = ("wer", "cer", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "similarity"
 
 
 def evaluate(target: Path, sentences_file: Path | None = None, features: Path | None = None,
-             corpus: Path | None = None, references: bool = True) -> Evaluation:
-    """Score `target`: a run directory (every checkpoint and the best export) or one checkpoint."""
+             corpus: Path | None = None, references: bool = True, vocoder_path: Path | None = None) -> Evaluation:
+    """Score `target`: a run directory (every checkpoint and the best export) or one checkpoint,
+    voiced by the bundled HiFi-GAN or by `vocoder_path` (a `train-vocoder` generator)."""
     sentences = read_sentences(sentences_file) if sentences_file else None
     if target.is_dir():
-        return evaluate_run(target, sentences, features=features, corpus=corpus)
-    return evaluate_checkpoint(target, sentences, features=features, corpus=corpus, references=references)
+        return evaluate_run(target, sentences, features=features, corpus=corpus, vocoder_path=vocoder_path)
+    return evaluate_checkpoint(target, sentences, features=features, corpus=corpus, references=references,
+                               vocoder_path=vocoder_path)
 
 
 def print_evaluation(evaluation: Evaluation, console: Console | None = None) -> None:
