@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxtrain.artifacts.layout import synthesis_outputs
+from voxtrain.artifacts.layout import synthesis_plan
 from voxtrain.artifacts.wav import write_wav
 from voxtrain.config import Config, config_from_dict
 from voxtrain.malloc import retain_freed_memory
@@ -138,14 +138,6 @@ class Synthesizer:
         return write_wav(path, wav, self.sample_rate)
 
 
-def _texts(text: str | list[str]) -> list[str]:
-    texts = [text] if isinstance(text, str) else list(text)
-    texts = [t for t in (t.strip() for t in texts) if t]
-    if not texts:
-        raise SynthError("no text to synthesize")
-    return texts
-
-
 def _open(checkpoint: str | Path, vocoder: str, vocoder_path: str | Path | None, device: str, precision: str,
           foreign_text: str) -> Synthesizer:
     acoustic = load_acoustic_model(checkpoint, device)
@@ -168,12 +160,8 @@ def synthesize(
 ) -> list[Path]:
     """Synthesize one text to `out` (a .wav path) or several texts into `out/` (a directory).
     foreign_text: spell, drop or refuse letters outside the voice's language."""
-    texts = _texts(text)
+    texts, paths = synthesis_plan(text, out, error=SynthError)
     synth = _open(checkpoint, vocoder, vocoder_path, device, precision, foreign_text)
-    try:
-        paths = synthesis_outputs(len(texts), Path(out))
-    except ValueError as err:
-        raise SynthError(str(err)) from None
     for path, wav in zip(paths, synth.waveforms(texts, pace)):
         synth.write(wav, path)
     return paths
@@ -192,11 +180,7 @@ def synthesize_stream(
 ) -> list[tuple[str, StreamStats]]:
     """`voxtrain synth --stream`: like synthesize, streamed (voxtrain.streaming.stream_texts:
     out "-" is raw 16-bit PCM on stdout). Returns (where, stats) per text."""
-    texts = _texts(text)
-    try:
-        paths = None if str(out) == "-" else synthesis_outputs(len(texts), Path(out))
-    except ValueError as err:
-        raise SynthError(str(err)) from None
+    texts, paths = synthesis_plan(text, out, stdout_allowed=True, error=SynthError)
     synth = _open(checkpoint, "hifigan", vocoder_path, device, precision, foreign_text)
     try:
         return stream_texts(synth, texts, paths, pace, settings)

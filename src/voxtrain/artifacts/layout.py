@@ -39,6 +39,23 @@ def synthesis_outputs(n_texts: int, out: Path) -> list[Path]:
     return [out / f"{i + 1:03d}.wav" for i in range(n_texts)]
 
 
+def synthesis_plan(text: str | list[str], out: str | Path, stdout_allowed: bool = False,
+                   error: type[Exception] = ValueError) -> tuple[list[str], list[Path] | None]:
+    """The texts to speak (stripped, empty ones dropped) and where each goes (None for "-",
+    stdout, where `stdout_allowed`): the one rule of every synth entry point, which raises
+    its own `error` type when the call cannot be planned."""
+    texts = [text] if isinstance(text, str) else list(text)
+    texts = [t for t in (t.strip() for t in texts) if t]
+    if not texts:
+        raise error("no text to synthesize")
+    if stdout_allowed and str(out) == "-":
+        return texts, None
+    try:
+        return texts, synthesis_outputs(len(texts), Path(out))
+    except ValueError as err:
+        raise error(str(err)) from None
+
+
 @dataclass(frozen=True)
 class RunDir:
     root: Path

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from voxtrain.artifacts.layout import synthesis_outputs
+from voxtrain.artifacts.layout import synthesis_plan
 from voxtrain.artifacts.wav import write_wav
 from voxtrain.export.voice_config import VoiceConfigError, read_stream_section, read_voxtrain_section
 from voxtrain.streaming import StreamError, StreamSettings, StreamStats, stream_texts, stream_windows
@@ -219,14 +219,7 @@ def synthesize_onnx(
     foreign_text: str = "spell",
 ) -> list[Path]:
     """`voxtrain synth --engine onnx`: like voxtrain.synth.synthesize, with an exported voice."""
-    texts = [text] if isinstance(text, str) else list(text)
-    texts = [t for t in (t.strip() for t in texts) if t]
-    if not texts:
-        raise OnnxVoiceError("no text to synthesize")
-    try:
-        paths = synthesis_outputs(len(texts), Path(out))
-    except ValueError as err:
-        raise OnnxVoiceError(str(err)) from None
+    texts, paths = synthesis_plan(text, out, error=OnnxVoiceError)
     engine = OnnxVoice.load(voice, threads, foreign_text)
     for path, wav in zip(paths, engine.waveforms(texts, pace), strict=True):
         engine.write(wav, path)
@@ -243,14 +236,7 @@ def synthesize_onnx_stream(
     settings: StreamSettings | None = None,
 ) -> list[tuple[str, StreamStats]]:
     """`voxtrain synth --engine onnx --stream`: voxtrain.synth.synthesize_stream with an exported voice."""
-    texts = [text] if isinstance(text, str) else list(text)
-    texts = [t for t in (t.strip() for t in texts) if t]
-    if not texts:
-        raise OnnxVoiceError("no text to synthesize")
-    try:
-        paths = None if str(out) == "-" else synthesis_outputs(len(texts), Path(out))
-    except ValueError as err:
-        raise OnnxVoiceError(str(err)) from None
+    texts, paths = synthesis_plan(text, out, stdout_allowed=True, error=OnnxVoiceError)
     engine = OnnxVoice.load(voice, threads, foreign_text)
     engine.require_streaming()
     try:
