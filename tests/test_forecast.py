@@ -206,8 +206,10 @@ def test_the_fit_is_the_least_squares_optimum():
     u = STEPS[4:20] / STEPS[19]
     y = loss_curve(1)[4:20]
     w = np.full(len(u), 1 / len(u))
-    for form in forecast.FORMS:
-        c, a, theta, sse = (x[0] for x in forecast._fit(form, u, y[None, :], w))
+    from voxtrain.forecast import curves
+
+    for form in curves.FORMS:
+        c, a, theta, sse = (x[0] for x in curves.fit(form, u, y[None, :], w))
 
         def resid(p, form=form):
             return p[0] + p[1] * form.basis(u, np.array(p[2])) - y

@@ -25,12 +25,10 @@ from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.lock import running_trainer
 from voxtrain.artifacts.records import Event, MetricsTail, Trajectory, jsonable, number, step_of, trajectory
 from voxtrain.ops.targets import latest_scores, target_forecasts
+from voxtrain.ops.trends import RATE_WINDOW_RECORDS, VAL_TREND_RECORDS, train_avg, trend, val_points
+from voxtrain.ops.warnings import run_warnings
 
-AVG_WINDOW_STEPS = 100
 SPARK_POINTS = 120
-VAL_TREND_RECORDS = 5
-RATE_WINDOW_RECORDS = 20
-STALL_MIN_S = 900.0
 
 
 @dataclass
@@ -160,7 +158,7 @@ def run_snapshot(run: Path | str, tail: MetricsTail | None = None, now: float | 
     snap.scores_step, snap.scores, snap.scores_seconds = latest_scores(traj)
     snap.targets = target_forecasts(config, traj, snap.step, snap.steps_per_s)
     _fill_health(snap, traj)
-    snap.warnings = _warnings(snap, traj)
+    snap.warnings = run_warnings(snap, traj)
     return snap
 
 
@@ -240,38 +238,10 @@ def _process_facts(pid: int) -> ProcessFacts | None:
 
 
 # -- losses and validation -------------------------------------------------------------------
-def _finite(values: list[float | None]) -> list[float]:
-    return [v for v in values if v is not None and math.isfinite(v)]
-
-
-def _trend(points: list[tuple[float, float]]) -> str | None:
-    if len(points) < 2:
-        return None
-    # A least-squares slope: robust to one noisy point where first-vs-last is not.
-    n = len(points)
-    mx, my = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    slope = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
-    if abs(slope * (points[-1][0] - points[0][0])) < 1e-3 * (abs(my) or 1.0):  # noise, not a trend
-        return "flat"
-    return "rising" if slope > 0 else "falling"
-
-
-def _train_avg(train: list[dict], at_step: int) -> float | None:
-    values = _finite([number(r.get("loss_total")) for r in train if at_step - AVG_WINDOW_STEPS < r["step"] <= at_step])
-    return sum(values) / len(values) if values else None
-
-
-def _val_points(traj: Trajectory) -> list[tuple[float, float]]:
-    """(step, loss_total) of every validation with a finite loss."""
-    return [(float(r["step"]), v) for r in traj.val if (v := number(r.get("loss_total"))) is not None
-            and math.isfinite(v)]
-
-
 def _fill_losses(snap: RunSnapshot, traj: Trajectory) -> None:
     last = traj.train[-1] if traj.train else None
     snap.loss_recent = [number(r.get("loss_total")) for r in traj.train[-SPARK_POINTS:]]
-    snap.loss_avg100 = _train_avg(traj.train, snap.step if last is None else last["step"])
+    snap.loss_avg100 = train_avg(traj.train, snap.step if last is None else last["step"])
     if last is not None:
         snap.loss, snap.loss_mel = number(last.get("loss_total")), number(last.get("loss_mel"))
         snap.lr, snap.grad_norm = number(last.get("lr")), number(last.get("grad_norm"))
@@ -279,9 +249,9 @@ def _fill_losses(snap: RunSnapshot, traj: Trajectory) -> None:
 
 
 def _fill_validation(snap: RunSnapshot, records: list[dict], traj: Trajectory, rundir: RunDir) -> None:
-    points = _val_points(traj)
+    points = val_points(traj)
     snap.val_loss = points[-1][1] if points else None
-    snap.val_trend = _trend(points[-VAL_TREND_RECORDS:])
+    snap.val_trend = trend(points[-VAL_TREND_RECORDS:])
     snap.val_count = len(traj.val)
     if traj.val:
         snap.val_loss_mel, snap.val_step = number(traj.val[-1].get("loss_mel")), traj.val[-1]["step"]
@@ -365,80 +335,3 @@ def _fill_health(snap: RunSnapshot, traj: Trajectory) -> None:
     # The trainer's own counter survives a trimmed log; the events survive a missing counter.
     snap.nonfinite_skipped = max(int(logged) if logged is not None and math.isfinite(logged) else 0,
                                  snap.counts[Event.NONFINITE_SKIP])
-
-
-def _warnings(s: RunSnapshot, traj: Trajectory) -> list[str]:
-    return [*_state_warnings(s), *_event_warnings(s, traj), *_overfit_warning(s, traj), *_resource_warnings(s, traj)]
-
-
-def _state_warnings(s: RunSnapshot) -> list[str]:
-    out = []
-    if s.state == "dead":
-        out.append(f"the trainer is not running and recorded no stop: it crashed or was killed after "
-                   f"step {s.step}" + (f" (see {s.log_file})" if s.log_file else "")
-                   + f". Resume with `voxtrain train --run {s.run} ...` (it restarts from the last checkpoint).")
-    if s.state == "stopped" and s.exit_code not in (0, None):
-        out.append(f"the trainer stopped with exit code {s.exit_code}: {s.stop_reason}")
-    return out
-
-
-def _event_warnings(s: RunSnapshot, traj: Trajectory) -> list[str]:
-    out, events = [], traj.events
-    skipped = events.get(Event.CHECKPOINT_SKIPPED, [])
-    if skipped:
-        last = skipped[-1]
-        later = any(e.get("step", -1) > last.get("step", -1) for e in events.get(Event.CHECKPOINT_SAVED, []))
-        advice = ("; later saves succeeded" if later
-                  else "; none saved since: free disk space or lower checkpoint.keep_last")
-        out.append(f"{len(skipped)} checkpoint save(s) SKIPPED, last at step {last.get('step')}: "
-                   f"{last.get('reason', '?')}{advice}")
-    if s.nonfinite_skipped:
-        nf = events.get(Event.NONFINITE_SKIP, [])
-        where = f", last at step {nf[-1].get('step')}" if nf else ""
-        out.append(f"{s.nonfinite_skipped} training step(s) skipped for a non-finite loss/gradient{where}")
-    for row in s.checkpoints:
-        if row.corrupt:
-            out.append(f"checkpoint {row.file} is corrupt (kept on disk for inspection; resume skips it)")
-    exports = events.get(Event.EXPORT_SKIPPED)
-    if exports:
-        out.append(f"best-model export skipped {len(exports)} time(s): {exports[-1].get('reason', '?')}")
-    for failed in events.get(Event.TRACKER_FAILED, []):
-        out.append(f"experiment tracker {failed.get('tracker', '?')} failed ({failed.get('during', '?')}): "
-                   f"{failed.get('error', '?')}; the run goes on without it")
-    failed_scores = events.get(Event.LISTENING_FAILED)
-    if failed_scores:
-        last = failed_scores[-1]
-        out.append(f"listening scorer {last.get('scorer', '?')} failed {len(failed_scores)} time(s), last at step "
-                   f"{last.get('step')}: {last.get('error', '?')}; training goes on, best falls back to val_mel")
-    retries = events.get(Event.OUT_OF_MEMORY_RETRY)
-    if retries:
-        out.append(f"{len(retries)} step(s) ran out of memory and were redone in smaller micro-batches, last at "
-                   f"step {retries[-1].get('step')}: lower training.batch_size or set training.batch_frames")
-    return out
-
-
-def _overfit_warning(s: RunSnapshot, traj: Trajectory) -> list[str]:
-    recent = _val_points(traj)[-VAL_TREND_RECORDS:]
-    if len(recent) < 3 or _trend(recent) != "rising" or not recent[-1][1] > recent[0][1]:
-        return []
-    a, b = _train_avg(traj.train, int(recent[0][0])), _train_avg(traj.train, int(recent[-1][0]))
-    if a is None or b is None or not b < a:
-        return []
-    return [f"validation loss rising ({recent[0][1]:.4g} -> {recent[-1][1]:.4g}, steps "
-            f"{int(recent[0][0])}-{int(recent[-1][0])}) while training loss falls ({a:.4g} -> "
-            f"{b:.4g}): overfitting? the best model (step {s.best_step}) is kept"]
-
-
-def _resource_warnings(s: RunSnapshot, traj: Trajectory) -> list[str]:
-    out = []
-    if s.checkpoints_fit == 0:
-        out.append("low disk: the next checkpoint does not fit beside the margin unless rotation frees space")
-    age = s.last_record_age_s
-    if s.state == "running" and age is not None:
-        times = _finite([number(r.get("time")) for r in traj.train[-RATE_WINDOW_RECORDS:]])
-        gap = max((b - a for a, b in zip(times, times[1:])), default=0.0)
-        if age > max(STALL_MIN_S, 10 * gap):
-            out.append(f"no new metrics for {age / 60:.0f} min: the trainer may be hung (check its log)")
-    if s.metrics_bad_lines:
-        out.append(f"{s.metrics_bad_lines} unreadable line(s) in metrics.jsonl were ignored")
-    return out

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from voxtrain.forecast.curves import FORMS, first_passage, fit, form_shares, noise_draws, quantiles
+
 STATUSES = ("met", "on_track", "off_trend", "too_few_points", "no_fit")
 DIRECTIONS = ("below", "above")
 
@@ -39,17 +41,12 @@ DIRECTIONS = ("below", "above")
 # the recorded runs' other validation losses, then checked on val_mel (bench/forecast_backtest.py).
 FIT_FROM_FRACTION = 0.2
 WEIGHT_POWER = 2.0
-# How sharply the forms' shares of the replicates follow their fit (see _shares).
-SHARE_POWER = 1.0
 # Crossings later than this many times the last observed step are not forecast ("beyond").
 MAX_EXTRAPOLATION = 10.0
 # The latest evaluations "move away" from the target when their slope is this many standard
 # errors the wrong way (a t statistic; with five points pure noise gets there about 3% of the time).
 WORSENING_T = 3.0
 BOOTSTRAP = 400
-_GRID = 64
-_GOLDEN_ITERS = 24
-_MAX_FUTURE_EVALS = 400
 _MAX_FIT_POINTS = 200
 
 
@@ -136,81 +133,6 @@ def _duration(seconds: float) -> str:
     return f"{s}s"
 
 
-@dataclass(frozen=True)
-class _Form:
-    """One saturating form c + a * basis(u, theta), theta searched on a log scale."""
-
-    name: str
-    log_lo: float
-    log_hi: float
-
-    def basis(self, u: np.ndarray, theta: np.ndarray) -> np.ndarray:
-        if self.name == "exp":
-            return np.exp(-theta * u)
-        return u ** (-theta)
-
-
-FORMS = (_Form("exp", math.log(0.01), math.log(100.0)), _Form("power", math.log(0.01), math.log(10.0)))
-
-
-def _project(y: np.ndarray, w: np.ndarray, phi: np.ndarray, floor: float | None, paired: bool):
-    """Best c >= floor and a >= 0 of y ~ c + a * phi, and the weighted SSE, in closed form.
-
-    y (B, n); w (n,) sums to 1; phi (B, n) paired row by row (results (B,)) or phi (G, n) paired
-    with every row of y (results (B, G))."""
-
-    def dot(x: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return (x * b) @ w if paired else x @ (b * w).T
-
-    def per_row(x: np.ndarray) -> np.ndarray:  # a (B,) quantity against (B,) or (B, G)
-        return x if paired else x[:, None]
-
-    ybar, phibar = y @ w, phi @ w
-    yc, pc = y - ybar[:, None], phi - phibar[:, None]
-    spy = dot(yc, pc)
-    a = np.maximum(spy / np.maximum((pc * pc) @ w, 1e-300), 0.0)
-    c = per_row(ybar) - a * phibar
-    sse = per_row((yc * yc) @ w) - a * spy
-    if floor is not None:
-        # Past the metric's bound (a loss under 0): pin c there and fit a alone.
-        z = y - floor
-        spz = dot(z, phi)
-        a_pinned = np.maximum(spz / np.maximum((phi * phi) @ w, 1e-300), 0.0)
-        low = c < floor
-        a, c = np.where(low, a_pinned, a), np.where(low, floor, c)
-        sse = np.where(low, per_row((z * z) @ w) - a_pinned * spz, sse)
-    return c, a, np.maximum(sse, 0.0)
-
-
-def _fit(form: _Form, u: np.ndarray, y: np.ndarray, w: np.ndarray, floor: float | None = None):
-    """Least-squares fit of every row of y (B, n): c, a, theta, sse, each (B,)."""
-    grid = np.linspace(form.log_lo, form.log_hi, _GRID)
-    with np.errstate(over="ignore", under="ignore"):
-        _, _, sse = _project(y, w, form.basis(u[None, :], np.exp(grid)[:, None]), floor, paired=False)
-    best = np.argmin(sse, axis=1)
-    lo, hi = grid[np.maximum(best - 1, 0)], grid[np.minimum(best + 1, _GRID - 1)]
-
-    def sse_at(x: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore", under="ignore"):
-            return _project(y, w, form.basis(u[None, :], np.exp(x)[:, None]), floor, paired=True)[2]
-
-    # Golden-section search in log theta between the best grid point's neighbours, all rows at once.
-    ratio = (math.sqrt(5) - 1) / 2
-    x1, x2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    f1, f2 = sse_at(x1), sse_at(x2)
-    for _ in range(_GOLDEN_ITERS):
-        left = f1 < f2  # the minimum lies in [lo, x2]
-        lo, hi = np.where(left, lo, x1), np.where(left, x2, hi)
-        new = np.where(left, hi - ratio * (hi - lo), lo + ratio * (hi - lo))
-        fn = sse_at(new)
-        x1, x2, f1, f2 = (np.where(left, new, x2), np.where(left, x1, new),
-                          np.where(left, fn, f2), np.where(left, f1, fn))
-    theta = np.exp((lo + hi) / 2)
-    with np.errstate(over="ignore", under="ignore"):
-        c, a, sse = _project(y, w, form.basis(u[None, :], theta[:, None]), floor, paired=True)
-    return c, a, theta, sse
-
-
 def _clean(steps: Sequence[float], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Finite points with a positive step, sorted by step; a repeated step keeps its last value."""
     by_step: dict[float, float] = {}
@@ -248,63 +170,6 @@ def _worsening(t: np.ndarray, y: np.ndarray) -> float | None:
     return float(t[int(np.argmin(y))])
 
 
-def _shares(sse: list[float]) -> list[float]:
-    """Each form's share of the replicates: inverse to its residual variance (SHARE_POWER 1).
-
-    Akaike weights (SSE to the power -n/2, both forms having three parameters) would hand one
-    form everything on a smooth curve where the two fit almost equally well and the difference
-    that matters is where each levels off; a form whose residuals are ten times larger still
-    gets next to nothing."""
-    logs = np.array([-SHARE_POWER * math.log(max(s, 1e-300)) for s in sse])
-    raw = np.exp(logs - logs.max())
-    return list(raw / raw.sum())
-
-
-def _noise_draws(resid: np.ndarray, params: int, count: int, rng: np.random.Generator,
-                 w: np.ndarray | None = None) -> np.ndarray:
-    """Noise levels for `count` replicates: the residual scale drawn from its own uncertainty
-    (sigma^2 * dof / chi^2_dof). With a handful of points the scale is barely known, and a fixed
-    estimate makes intervals far too narrow. Weighted residuals (w sums to 1) count as their
-    effective number of points, 1 / sum(w^2)."""
-    w = np.full(len(resid), 1.0 / len(resid)) if w is None else w
-    n_eff = 1.0 / float(w @ w)
-    dof = max(n_eff - params, 0.5)
-    scale2 = float(w @ (resid * resid)) * n_eff / dof
-    return np.sqrt(scale2 * dof / rng.chisquare(dof, size=count))
-
-
-def _first_passage(form: _Form, params: tuple[np.ndarray, np.ndarray, np.ndarray], sigma: np.ndarray,
-                   t: np.ndarray, bound: float, goal: float, hold: tuple[int, int],
-                   rng: np.random.Generator) -> np.ndarray:
-    """The step of the first future evaluation by which `goal` has held on `hold[0]` evaluations in
-    a row (the last `hold[1]` observed ones count), per replicate; inf: none by `bound`.
-
-    The target is met when evaluations show it, noise included: a noisy score (WER) gets there
-    before its mean curve does. So each replicate's curve is evaluated at the run's evaluation
-    cadence with its noise drawn on top."""
-    spacing = float(np.median(np.diff(t[-4:])))
-    spacing = max(spacing, (bound - t[-1]) / _MAX_FUTURE_EVALS)
-    future = t[-1] + spacing * np.arange(1, max(int((bound - t[-1]) // spacing), 0) + 1)
-    c, a, theta = params
-    if not len(future):
-        return np.full(len(c), np.inf)
-    with np.errstate(over="ignore", under="ignore"):
-        curve = c[:, None] + a[:, None] * form.basis(future[None, :] / t[-1], theta[:, None])
-    hit = curve + sigma[:, None] * rng.standard_normal(curve.shape) <= goal
-    need, tail = hold
-    if need > 1:
-        prefix = np.array([False] * (need - 1 - tail) + [True] * tail)
-        ext = np.concatenate([np.broadcast_to(prefix, (len(hit), need - 1)), hit], axis=1)
-        hit = np.logical_and.reduce([ext[:, i:i + hit.shape[1]] for i in range(need)])
-    return np.where(hit.any(axis=1), future[np.argmax(hit, axis=1)], np.inf)
-
-
-def _quantiles(x: np.ndarray, qs: Sequence[float]) -> list[float]:
-    """Empirical quantiles that stay inf where the sample is inf (no interpolation across it)."""
-    xs = np.sort(x)
-    return [float(xs[min(max(math.ceil(q * len(xs)) - 1, 0), len(xs) - 1)]) for q in qs]
-
-
 def forecast_target(steps: Sequence[float], values: Sequence[float], target: float, direction: str,
                     level: float = 0.8, min_points: int = 4, horizon: float | None = None, *,
                     metric: str = "metric", hold: int = 1, limit: float | str | None = "auto",
@@ -339,7 +204,7 @@ def forecast_target(steps: Sequence[float], values: Sequence[float], target: flo
     q = (1 - level) / 2
     # The middle of the level's interval, not its median: "X ± Y" then reads as that very interval
     # (the two forms' replicates make it lopsided).
-    lev_low, lev_high = _quantiles(lev, (q, 1 - q))
+    lev_low, lev_high = quantiles(lev, (q, 1 - q))
     return _crossing(cross, level, base, level=sign * (lev_low + lev_high) / 2, level_err=(lev_high - lev_low) / 2,
                      model=model)
 
@@ -377,7 +242,7 @@ def _crossing(cross: np.ndarray, coverage: float, base: dict, **fit) -> Forecast
     """on_track with the median and interval of the replicates' crossing steps, or off_trend when
     most never cross within the horizon."""
     q = (1 - coverage) / 2
-    low, mid, high = _quantiles(cross, (q, 0.5, 1 - q))
+    low, mid, high = quantiles(cross, (q, 0.5, 1 - q))
     if not math.isfinite(mid):
         return Forecast(status="off_trend", step=None, step_low=None, step_high=None, **fit, **base)
     return Forecast(status="on_track", step=mid, step_low=low, step_high=high if math.isfinite(high) else None,
@@ -406,19 +271,19 @@ def _saturating(t: np.ndarray, y: np.ndarray, keep: np.ndarray, goal: float, unt
     u, yw = t[keep] / t[-1], y[keep]
     w = u ** WEIGHT_POWER
     w /= w.sum()
-    fits = [(form, *(x[0] for x in _fit(form, u, yw[None, :], w, floor))) for form in FORMS]
+    fits = [(form, *(x[0] for x in fit(form, u, yw[None, :], w, floor))) for form in FORMS]
     fits = [f for f in fits if all(math.isfinite(x) for x in f[1:])]
     if not fits:
         return None
-    shares = _shares([f[4] for f in fits])
+    shares = form_shares([f[4] for f in fits])
     rng = np.random.default_rng(seed)
     crossings, levels = [], []
     for (form, c, a, theta, _), share in zip(fits, shares):
         fitted = c + a * form.basis(u, np.array(theta))
-        sigma = _noise_draws(yw - fitted, 3, max(1, round(BOOTSTRAP * share)), rng, w)
+        sigma = noise_draws(yw - fitted, 3, max(1, round(BOOTSTRAP * share)), rng, w)
         replicas = fitted + sigma[:, None] * rng.standard_normal((len(sigma), len(u)))
-        cb, ab, tb, _ = _fit(form, u, replicas, w, floor)
-        crossings.append(_first_passage(form, (cb, ab, tb), sigma, t, until, goal, hold, rng))
+        cb, ab, tb, _ = fit(form, u, replicas, w, floor)
+        crossings.append(first_passage(form, (cb, ab, tb), sigma, t, until, goal, hold, rng))
         levels.append(cb)
     model = " + ".join(f"{form.name} {round(100 * s)}%" for (form, *_), s in zip(fits, shares))
     return np.concatenate(crossings), np.concatenate(levels), model
@@ -436,7 +301,7 @@ def linear_forecast(steps: Sequence[float], values: Sequence[float], target: flo
     x, y, goal = t[-last:], sign * v[-last:], sign * float(target)
     slope, icept = np.polyfit(x, y, 1)
     rng = np.random.default_rng(seed)
-    sigma = _noise_draws(y - (icept + slope * x), 2, BOOTSTRAP, rng)
+    sigma = noise_draws(y - (icept + slope * x), 2, BOOTSTRAP, rng)
     replicas = icept + slope * x + sigma[:, None] * rng.standard_normal((BOOTSTRAP, len(x)))
     xc = x - x.mean()
     slopes = (replicas - replicas.mean(axis=1, keepdims=True)) @ xc / (xc @ xc)
