@@ -239,7 +239,9 @@ def test_finetune_yaml_takes_the_architecture_from_the_checkpoint(trainer_factor
     assert load_state(RunDir(ft.run).checkpoint(2))["config"]["model"] == used
 
     clash = Trainer(features, tmp_path / "arch_clash", FINETUNE_YAML)
-    r = clash.run_to_end("--init-from", str(ckpt), *QUICK, "--set", "model.hidden=64")
+    # Pre-flight refuses it first, in a table row; wide enough that the row is not folded.
+    r = clash.run_to_end("--init-from", str(ckpt), *QUICK, "--set", "model.hidden=64",
+                         env=dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="400"))
     assert r.returncode == 1
     assert "model.hidden: 64 in the config, 32 in the checkpoint" in r.stderr
     assert not (tmp_path / "arch_clash" / "checkpoints").exists() or not RunDir(clash.run).checkpoint_files()
@@ -252,7 +254,8 @@ def test_finetune_mismatch_is_named_and_refused_unless_skipped(trainer_factory):
     # A postnet the base does not have (missing tensors) and narrower variance predictors (other shapes).
     ft = trainer_factory("ft2", model={"postnet_layers": 2, "postnet_channels": 16, "predictor_filter": 24},
                          training={"max_steps": 2, "save_every": 2})
-    r = ft.run_to_end("--init-from", str(ckpt))
+    # Pre-flight names it first, in a table row; wide enough that the row is not folded.
+    r = ft.run_to_end("--init-from", str(ckpt), env=dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="400"))
     assert r.returncode != 0
     assert "postnet" in r.stderr and "--skip-mismatched" in r.stderr
     assert not RunDir(ft.run).checkpoint_files()

@@ -14,10 +14,20 @@ from voxtrain.cli.common import EXIT_FAILURE, ConfigOpt, SetOpt, app, cli_config
 if TYPE_CHECKING:
     from voxtrain.train.session import TrainOptions
 
+FeaturesOpt = Annotated[Path, typer.Option("--features", "-f", help="Feature store written by `prepare`.")]
+NewSymbolsOpt = Annotated[
+    bool, typer.Option("--new-symbols", help="With --init-from: give symbols the base never learned fresh "
+                                             "embedding rows (finetune.new_symbols) instead of refusing.")
+]
+
+
+def _overrides(set_: list[str] | None, new_symbols: bool) -> list[str]:
+    return [*(set_ or []), *(["finetune.new_symbols=true"] if new_symbols else [])]
+
 
 @app.command()
 def train(
-    features: Annotated[Path, typer.Option("--features", "-f", help="Feature store written by `prepare`.")],
+    features: FeaturesOpt,
     run: Annotated[Path, typer.Option("--run", "-r", help="Run directory (resumed if it has checkpoints).")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -30,10 +40,7 @@ def train(
     skip_mismatched: Annotated[
         bool, typer.Option(help="With --init-from: keep tensors whose shapes differ freshly initialised.")
     ] = False,
-    new_symbols: Annotated[
-        bool, typer.Option("--new-symbols", help="With --init-from: give symbols the base never learned fresh "
-                                                 "embedding rows (finetune.new_symbols) instead of refusing.")
-    ] = False,
+    new_symbols: NewSymbolsOpt = False,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background; log to RUN/logs/.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     verbose: bool = False,
@@ -41,10 +48,10 @@ def train(
     """Train (or resume, or fine-tune) to a stage target; SIGTERM/Ctrl-C saves and exits cleanly."""
     from voxtrain.ops.preflight import print_preflight, run_preflight
 
-    cfg = cli_config(config, [*(set_ or []), *(["finetune.new_symbols=true"] if new_symbols else [])])
+    cfg = cli_config(config, _overrides(set_, new_symbols))
     # Under `accelerate launch` / torchrun every rank runs this command; rank 0 speaks for all.
     is_rank0 = int(os.environ.get("RANK", "0")) == 0
-    if is_rank0 and not print_preflight(run_preflight(cfg, features, run, init_from)):
+    if is_rank0 and not print_preflight(run_preflight(cfg, features, run, init_from, skip_mismatched)):
         fail("pre-flight failed: fix the FAIL rows above")
     if is_rank0 and sys.stdin.isatty() and not yes and not typer.confirm("Start training?", default=True):
         typer.echo("not started", err=True)
@@ -105,20 +112,20 @@ def _train_in_foreground(opts: TrainOptions, verbose: bool, is_rank0: bool) -> N
 
 @app.command()
 def preflight(
-    features: Annotated[Path, typer.Option("--features", "-f", help="Feature store written by `prepare`.")],
+    features: FeaturesOpt,
     run: Annotated[Path, typer.Option("--run", "-r", help="Run directory.")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
     init_from: Annotated[
         Path | None, typer.Option(help="Plan a fine-tune from these weights: data, budget, symbols, disk.")
     ] = None,
-    new_symbols: Annotated[bool, typer.Option("--new-symbols", help="As `train --new-symbols`.")] = False,
+    new_symbols: NewSymbolsOpt = False,
 ) -> None:
     """Check versions, device, config, features, disk, memory and the resume plan (with
     --init-from: the fine-tune's plan from its data)."""
     from voxtrain.ops.preflight import print_preflight, run_preflight
 
-    cfg = cli_config(config, [*(set_ or []), *(["finetune.new_symbols=true"] if new_symbols else [])])
+    cfg = cli_config(config, _overrides(set_, new_symbols))
     ok = print_preflight(run_preflight(cfg, features, run, init_from))
     raise typer.Exit(0 if ok else EXIT_FAILURE)
 

@@ -86,7 +86,7 @@ def _resume_check(cfg: Config, run: RunDir) -> Check:
     return Check("resume plan", PASS, detail)
 
 
-def _finetune_config(cfg: Config, init_from: Path) -> tuple[Config, dict | None, Check | None]:
+def _finetune_config(cfg: Config, init_from: Path, skip_mismatched: bool) -> tuple[Config, dict | None, Check | None]:
     """The config a fine-tune from `init_from` will really run with, and the base's metadata."""
     from voxtrain.artifacts.checkpoints import CheckpointError
     from voxtrain.artifacts.weights import load_weights
@@ -96,19 +96,22 @@ def _finetune_config(cfg: Config, init_from: Path) -> tuple[Config, dict | None,
     try:
         _, meta = load_weights(Path(init_from))
         saved_model = (meta.get("config") or {}).get("model")
-        base = cfg if saved_model is None else model_from_checkpoint(cfg, saved_model, f"--init-from {init_from}")
+        base = cfg if saved_model is None else model_from_checkpoint(cfg, saved_model, f"--init-from {init_from}",
+                                                                     allow_changes=skip_mismatched)
     except (CheckpointError, ConfigError) as err:
         return cfg, None, Check("fine-tune base", FAIL, str(err))
     return finetune_config(base), meta, None
 
 
-def run_preflight(cfg: Config, features: Path, run_dir: Path, init_from: Path | None = None) -> list[Check]:
-    """The pre-flight table; with `init_from` (a fine-tune of a new run) also the fine-tune's plan."""
+def run_preflight(cfg: Config, features: Path, run_dir: Path, init_from: Path | None = None,
+                  skip_mismatched: bool = False) -> list[Check]:
+    """The pre-flight table; with `init_from` (a fine-tune of a new run) also the fine-tune's plan
+    (`skip_mismatched` as `train --skip-mismatched`)."""
     checks = [Check("versions", PASS, versions_line())]
     run = RunDir(run_dir)
     base_meta = None
     if init_from is not None and not run.checkpoint_files():
-        cfg, base_meta, failed = _finetune_config(cfg, init_from)
+        cfg, base_meta, failed = _finetune_config(cfg, init_from, skip_mismatched)
         checks += [failed] if failed else []
     checks.append(_device_check())
     checks.append(Check("config", PASS, f"valid; model hidden {cfg.model.hidden}, {cfg.model.encoder_layers}+"

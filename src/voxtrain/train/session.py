@@ -7,10 +7,7 @@ constant low LR, no warm-up re-run).
 
 from __future__ import annotations
 
-import json
 import logging
-import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +16,10 @@ import torch
 
 from voxtrain.artifacts.checkpoints import CheckpointError, CheckpointManager
 from voxtrain.artifacts.layout import RunDir
+from voxtrain.artifacts.run_info import record_session
 from voxtrain.artifacts.store import FeatureStore
 from voxtrain.artifacts.weights import load_weights
-from voxtrain.atomic import remove_temp_files, write_json_atomic, write_text_atomic
+from voxtrain.atomic import remove_temp_files, write_text_atomic
 from voxtrain.config import Config, ConfigError, derive
 from voxtrain.config.derive import finetune_config
 from voxtrain.text.coverage import merged_clip_counts, missing_symbols
@@ -230,17 +228,6 @@ def log_speaker_shift(base_stats: dict | None, new_stats: dict) -> None:
 
 
 def _record_run(run: RunDir, session: RunSession, store: FeatureStore) -> None:
-    info = json.loads(run.run_info.read_text()) if run.run_info.is_file() else {}
-    info.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    info.setdefault("mode", session.mode)
-    if session.init_from:
-        info["init_from"] = session.init_from
-    info["dataset"] = {"path": str(store.root), "fingerprint": store.fingerprint}
-    info["versions"] = session.versions
-    info.setdefault("sessions", []).append({
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": socket.gethostname(),
-        "start_step": session.resume_state["step"] if session.resume_state else 0,
-        "kind": session.describe(),
-    })
-    write_json_atomic(run.run_info, info)
+    record_session(run, session.mode, session.resume_state["step"] if session.resume_state else 0,
+                   session.describe(), session.versions, init_from=session.init_from,
+                   dataset={"path": str(store.root), "fingerprint": store.fingerprint})

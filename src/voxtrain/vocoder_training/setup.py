@@ -7,10 +7,7 @@ change the training pairs under the optimizer's feet, so they are refused, not m
 
 from __future__ import annotations
 
-import json
 import logging
-import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +15,9 @@ from voxtrain.artifacts.checkpoints import CheckpointManager
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.lock import RunLock
 from voxtrain.artifacts.recorder import RunRecorder
+from voxtrain.artifacts.run_info import record_session
 from voxtrain.artifacts.store import FeatureStore
-from voxtrain.atomic import remove_temp_files, write_json_atomic, write_text_atomic
+from voxtrain.atomic import remove_temp_files, write_text_atomic
 from voxtrain.config import Config
 from voxtrain.versions import library_versions
 from voxtrain.vocoder import HifiGanGenerator, VocoderError, load_vocoder
@@ -146,17 +144,6 @@ def _check_resume(state: dict, path: Path, store: FeatureStore, acoustic: Acoust
 
 
 def _record_run(s: VocoderSession) -> None:
-    info = json.loads(s.run.run_info.read_text()) if s.run.run_info.is_file() else {}
-    info.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    info.setdefault("mode", "vocoder")
-    info["acoustic_checkpoint"] = {"path": str(s.acoustic.path), "sha256": s.acoustic.sha256}
-    info["corpus"] = str(s.corpus)
-    info["dataset"] = {"path": str(s.store.root), "fingerprint": s.store.fingerprint}
-    info["versions"] = s.versions
-    info.setdefault("sessions", []).append({
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": socket.gethostname(),
-        "start_step": s.resume_state["step"] if s.resume_state else 0,
-        "kind": s.describe(),
-    })
-    write_json_atomic(s.run.run_info, info)
+    record_session(s.run, "vocoder", s.resume_state["step"] if s.resume_state else 0, s.describe(), s.versions,
+                   acoustic_checkpoint={"path": str(s.acoustic.path), "sha256": s.acoustic.sha256},
+                   corpus=str(s.corpus), dataset={"path": str(s.store.root), "fingerprint": s.store.fingerprint})
