@@ -21,7 +21,7 @@ import yaml
 
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.report import refresh_report, write_report
-from voxtrain.report.svg import MAX_POINTS, thin
+from voxtrain.report.svg import MAX_POINTS, nice_ticks, thin, tick_labels
 
 STEPS = [50, 100, 150, 200, 250, 300]
 VAL_MEL = [0.9, 0.7, 0.55, 0.6, 0.58, 0.57]  # the best checkpoint is the one at step 150
@@ -296,3 +296,10 @@ def test_long_history_is_thinned_to_a_light_page(tmp_path):
     thinned = thin(points, 100)
     assert len(thinned) <= 100 and thinned[-1] == points[-1]
     assert sum(y for _, y in thinned[:-1]) / (len(thinned) - 1) == pytest.approx(3.0, abs=0.1)  # means, not samples
+
+
+def test_axis_labels_tell_close_ticks_apart():
+    # A score that moves in its third decimal (DNSMOS 3.238-3.262) gets distinct labels.
+    labels = tick_labels(nice_ticks(3.238, 3.262))
+    assert len(set(labels)) == len(labels) == 5 and labels[0] == "3.240"
+    assert tick_labels(nice_ticks(0.4, 0.62)) == ["0.4", "0.45", "0.5", "0.55", "0.6"]

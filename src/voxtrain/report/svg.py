@@ -102,6 +102,17 @@ def fmt_value(x: float) -> str:
     return f"{x:.3g}"
 
 
+def tick_labels(ticks: list[float]) -> list[str]:
+    """Labels that tell neighbouring ticks apart: three significant digits, more where the
+    ticks are closer than that (3.245, 3.25, 3.255 rather than 3.25 three times)."""
+    labels = [fmt_value(t) for t in ticks]
+    if len(ticks) < 2 or len(set(labels)) == len(labels):
+        return labels
+    step = min(abs(b - a) for a, b in zip(ticks, ticks[1:]))
+    decimals = max(0, -math.floor(math.log10(step))) if step > 0 else 3
+    return [f"{t:.{decimals}f}" for t in ticks]
+
+
 def _domain(values: list[float], pad: float) -> tuple[float, float]:
     lo, hi = min(values), max(values)
     if hi - lo < 1e-12:
@@ -161,10 +172,10 @@ def line_plot(series: Sequence[Series], *, plot_id: str, threshold: Threshold | 
 def _axes(x0: float, x1: float, y_ticks: list[float], sx, sy, x_label: str) -> list[str]:
     bottom, right = HEIGHT - BOTTOM, WIDTH - RIGHT
     out = [f'<rect class="frame" x="{LEFT}" y="{TOP}" width="{right - LEFT}" height="{bottom - TOP}"/>']
-    for t in y_ticks:
+    for t, label in zip(y_ticks, tick_labels(y_ticks), strict=True):
         y = sy(t)
         out.append(f'<line class="grid" x1="{LEFT}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}"/>'
-                   f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{fmt_value(t)}</text>')
+                   f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
     for t in nice_ticks(x0, x1, 6):
         x = sx(t)
         out.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{TOP}" y2="{bottom}"/>'
