@@ -291,8 +291,10 @@ def bundled_hifigan_path() -> Path:
     )
 
 
-def load_hifigan(path: str | Path | None = None, device: str | torch.device = "cpu") -> HifiGanGenerator:
-    """Build a generator from a checkpoint (bundled LJSpeech V1 when path is None), ready for inference.
+def load_hifigan(path: str | Path | None = None, device: str | torch.device = "cpu",
+                 trainable: bool = False) -> HifiGanGenerator:
+    """Build a generator from a checkpoint (bundled LJSpeech V1 when path is None), ready for
+    inference, or with `trainable` for fine-tuning: weight norm kept and gradients on.
 
     A user checkpoint's hyperparameters come from a `config.json` in the same folder when
     present, else V1 is assumed.
@@ -302,6 +304,12 @@ def load_hifigan(path: str | Path | None = None, device: str | torch.device = "c
     params = HifiGanParams.from_json(config_file) if config_file.is_file() else HifiGanParams()
     generator = HifiGanGenerator(params)
     load_generator_state(generator, read_generator_checkpoint(ckpt), str(ckpt))
+    if trainable:
+        # The weights were learned, and the usual learning rates chosen, under weight norm:
+        # Adam moves each parameter by about lr a step, which is small next to a direction v and
+        # a gain g, but large next to many of the folded weights (the late layers' are tiny), so
+        # training the folded form at HiFi-GAN's lr wrecks the generator within ten steps.
+        return generator.train().requires_grad_(True).to(device)
     generator.remove_weight_norm()
     generator.eval().requires_grad_(False)
     return generator.to(device)

@@ -20,7 +20,7 @@ from voxtrain.artifacts.store import FeatureStore
 from voxtrain.atomic import remove_temp_files, write_text_atomic
 from voxtrain.config import Config
 from voxtrain.versions import library_versions
-from voxtrain.vocoder import HifiGanGenerator, VocoderError, load_vocoder
+from voxtrain.vocoder import HifiGanGenerator, VocoderError, load_hifigan, load_vocoder
 from voxtrain.vocoder_training.pairs import PairSet, open_pairs, pairs_signature
 from voxtrain.vocoder_training.sources import (
     Acoustic,
@@ -93,15 +93,13 @@ def _open(opts: VocoderOptions, run: RunDir, lock: RunLock) -> VocoderSession:
     cfg = run_config(opts.config, acoustic, store)
     _check_segments(cfg)
     try:
-        generator = load_vocoder("hifigan", None, audio).generator
+        load_vocoder("hifigan", None, audio)  # refuses mels the bundled generator cannot render
     except VocoderError as err:
         raise VocoderTrainingError(f"train-vocoder fine-tunes the bundled HiFi-GAN, and the feature store "
                                    f"{store.root} holds mels it cannot render: {err} (for train-vocoder: prepare "
                                    f"the corpus again with those audio settings)") from None
-    # load_hifigan folded weight norm into plain weights. Weight norm eases training from
-    # scratch; a short fine-tune at a low lr trains the plain weights as well, and the export
-    # is then already in the folded form the loaders read.
-    generator.requires_grad_(True)
+    # Trained under weight norm, as it was made; the loaders fold it when they read the export.
+    generator = load_hifigan(None, "cpu", trainable=True)
     latest = CheckpointManager(run, cfg.checkpoint, log=log.warning).load_latest()
     state, path = latest if latest is not None else (None, None)
     if state is not None:
