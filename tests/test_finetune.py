@@ -221,16 +221,16 @@ def _median_f0(wav_path: Path) -> float:
 
 
 def _finetune_and_speak(features: Path, base: Path, work: Path) -> tuple[float, str]:
-    """Fine-tune `base` on `features` for 150 steps, then the median F0 of two sentences it speaks."""
+    """Fine-tune `base` on `features` for 100 steps, then the median F0 of two sentences it speaks."""
     work.mkdir()
     ft = Trainer(features, work / "run", write_config(
-        work / "c.yaml", training={"max_steps": 150, "save_every": 150, "log_every": 50, "batch_size": 4,
+        work / "c.yaml", training={"max_steps": 100, "save_every": 100, "log_every": 50, "batch_size": 4,
                                    "grad_accum": 1}, finetune={"lr": 1e-3}))
     r = ft.run_to_end("--init-from", str(base))
     assert r.returncode == 0, r.stderr
     text = work / "text.txt"
     text.write_text("A short test of the voice.\nWe walked along the river.\n")
-    s = subprocess.run([sys.executable, "-m", "voxtrain.cli", "synth", "-k", str(RunDir(ft.run).checkpoint(150)),
+    s = subprocess.run([sys.executable, "-m", "voxtrain.cli", "synth", "-k", str(RunDir(ft.run).checkpoint(100)),
                         "--text-file", str(text), "-o", str(work / "wavs"), "--vocoder", "griffin-lim",
                         "--precision", "fp32"], env=_env(), capture_output=True, text=True, timeout=300)
     assert s.returncode == 0, s.stderr
