@@ -156,17 +156,29 @@ def test_resumes_exactly_after_sigterm(reference, acoustic, features, corpus_dir
     assert (state["step"], state["acoustic_checkpoint"], state["corpus"]) == (6, str(acoustic), str(corpus_dir))
 
 
-def test_the_fine_tuned_generator_speaks_in_synth(reference: Path, acoustic: Path, tmp_path: Path) -> None:
+def test_the_voice_export_speaks_with_its_fine_tuned_generator(reference: Path, acoustic: Path,
+                                                               tmp_path: Path) -> None:
+    """RUN/checkpoints/best.safetensors is the whole voice: `synth` on it alone uses the tuned
+    generator, exactly as naming it with --vocoder-path does, and not the bundled one."""
     from voxtrain.artifacts.layout import RunDir
+    from voxtrain.synth import Synthesizer, load_acoustic_model
 
+    run, text = RunDir(reference), "A short test."
     out = tmp_path / "hello.wav"
-    result = run_cmd([sys.executable, "-m", "voxtrain.cli", "synth", "--checkpoint", str(acoustic),
-                      "--vocoder-path", str(RunDir(reference).vocoder_export), "--text", "A short test.",
-                      "--out", str(out), "--precision", "fp32"])
+    result = run_cmd([sys.executable, "-m", "voxtrain.cli", "synth", "--checkpoint", str(run.best_export),
+                      "--text", text, "--out", str(out), "--precision", "fp32"])
     assert result.returncode == 0, result.stderr
-    wav, rate = sf.read(out, dtype="float32")
-    assert rate == 22050 and len(wav) > 0.2 * rate
-    assert np.isfinite(wav).all() and float(np.sqrt(np.mean(wav**2))) > 1e-3
+    voice, rate = sf.read(out, dtype="float32")
+    assert rate == 22050 and len(voice) > 0.2 * rate
+
+    model = load_acoustic_model(acoustic)
+    tuned = Synthesizer(model, vocoder_path=run.vocoder_export, precision="fp32").waveforms([text])[0]
+    bundled = Synthesizer(model, precision="fp32").waveforms([text])[0]
+    # The WAV holds 16-bit samples: equal within a quantization step, far from the bundled vocoder's.
+    assert np.abs(voice - tuned).max() < 2 / 32768
+    assert np.abs(voice - bundled).max() > 100 / 32768
+    sidecar = json.loads(run.best_export_sidecar.read_text(encoding="utf-8"))
+    assert (sidecar["vocoder"], sidecar["acoustic_checkpoint"]) == (run.vocoder_export.name, acoustic.name)
 
 
 def test_a_corpus_that_lacks_a_clip_is_refused_by_name(acoustic, features, corpus_dir, vocoder_config,

@@ -30,6 +30,8 @@ class AcousticModel:
     config: Config
     symbols: SymbolTable
     step: int | None = None
+    # A voice exported by `train-vocoder` names its fine-tuned generator, which lies beside it.
+    vocoder_path: Path | None = None
 
 
 def load_acoustic_model(path: str | Path, device: str | torch.device = "cpu") -> AcousticModel:
@@ -49,7 +51,19 @@ def load_acoustic_model(path: str | Path, device: str | torch.device = "cpu") ->
     model = FastSpeech2(config.model, len(symbols), config.audio.n_mels)
     model.load_state_dict(weights)
     model.to(device).eval()
-    return AcousticModel(model, config, symbols, meta.get("step"))
+    return AcousticModel(model, config, symbols, meta.get("step"), _voice_vocoder(path, meta))
+
+
+def _voice_vocoder(path: Path, meta: dict) -> Path | None:
+    """The generator a voice's sidecar names (a file name, beside the weights), checked to exist."""
+    name = meta.get("vocoder")
+    if not isinstance(name, str):
+        return None
+    generator = path.with_name(name)
+    if not generator.is_file():
+        raise SynthError(f"{path}: its sidecar {path.with_suffix('.json').name} names the vocoder {name}, which is "
+                         f"not beside it: copy {name} next to {path.name}, or pass --vocoder-path")
+    return generator
 
 
 class Synthesizer:
@@ -84,6 +98,9 @@ class Synthesizer:
         except ValueError as err:
             raise SynthError(str(err)) from None
         self.text = TextProcessor(acoustic.config.text, acoustic.symbols)
+        if vocoder_path is None and vocoder == "hifigan":
+            vocoder_path = acoustic.vocoder_path
+        self.vocoder_path = None if vocoder_path is None else Path(vocoder_path)
         self.vocoder = None if vocoder == "none" else load_vocoder(
             vocoder, vocoder_path, acoustic.config.audio, self.device
         )

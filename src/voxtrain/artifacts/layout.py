@@ -7,7 +7,8 @@
       report.html (voxtrain report)
       tensorboard/  mlruns/ (MLflow's local store, when that tracker is on)  wandb/ (W&B offline runs)
       logs/train_YYYYmmdd_HHMMSS.log  logs/train.pid  logs/train.lock
-      (train-vocoder runs) checkpoints/generator_best.pt  vocoder_data/mels.npy audio.npy index.json
+      (train-vocoder runs) checkpoints/generator_best.pt, and best.safetensors: the acoustic model
+        whose sidecar names that generator (the whole voice)  vocoder_data/mels.npy audio.npy index.json
 
 The feature store names its own paths in `voxtrain.artifacts.store`.
 """

@@ -28,7 +28,8 @@ def train_vocoder(
     verbose: bool = False,
 ) -> None:
     """Fine-tune the HiFi-GAN generator on the acoustic model's teacher-forced mels of the corpus;
-    the best generator goes to RUN/checkpoints/generator_best.pt (for synth/export --vocoder-path).
+    the best generator goes to RUN/checkpoints/generator_best.pt, and the whole voice (the acoustic
+    model, its sidecar naming that generator) to RUN/checkpoints/best.safetensors for synth/export.
     SIGTERM/Ctrl-C saves and exits cleanly; the same command resumes exactly."""
     cfg = cli_config(config, set_)
     if sys.stdin.isatty() and not yes and not typer.confirm("Start the vocoder fine-tune?", default=True):

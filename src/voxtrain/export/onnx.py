@@ -236,8 +236,9 @@ def export_onnx_voice(
     stream_bytes = trace_stream_graphs(graph, example) if stream else None
     export_seconds = time.perf_counter() - start
 
+    vocoder = synth.vocoder_path.name if synth.vocoder_path else "hifigan (bundled LJSpeech V1)"
     provenance = {"voxtrain_version": __version__, "step": acoustic.step, "checkpoint": Path(checkpoint).name,
-                  "vocoder": str(vocoder_path) if vocoder_path else "hifigan (bundled LJSpeech V1)", "opset": OPSET}
+                  "vocoder": vocoder, "opset": OPSET}
     names = stream_file_names(out.name)
     if stream:
         provenance["stream"] = {**names, "context_frames": context_frames(synth.vocoder.generator.params),

@@ -4,7 +4,9 @@ The pretrained LJSpeech generator renders another voice's predicted mels with a 
 sound; trained a little on the fine-tuned acoustic model's own teacher-forced mels against
 the real audio of that voice, it loses it. `train_vocoder` runs (or resumes) such a
 fine-tune in a run directory and leaves the best generator, in the jik876 format
-`load_hifigan` and `voxtrain synth --vocoder-path` read, at `RunDir(run).vocoder_export`.
+`load_hifigan` and `voxtrain synth --vocoder-path` read, at `RunDir(run).vocoder_export`,
+and beside it the whole voice at `RunDir(run).best_export`: the acoustic model, whose sidecar
+names that generator so that synth, the exports and evaluate use it unasked.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ class Acoustic:
     config: Config
     path: Path
     sha256: str
+    meta: dict  # what an export of it says: config, symbols, step and the voice's facts
 
 
 def store_audio(store: FeatureStore) -> AudioConfig:
@@ -81,7 +82,14 @@ def load_acoustic(path: Path, store: FeatureStore) -> Acoustic:
         raise VocoderTrainingError(f"--checkpoint {path} does not hold a FastSpeech2 acoustic model matching its "
                                    f"own config ({first}); pass a `voxtrain train` checkpoint or export") from None
     model.eval().requires_grad_(False)
-    return Acoustic(model, config, path, file_sha256(path))
+    return Acoustic(model, config, path, file_sha256(path), _voice_meta(meta))
+
+
+def _voice_meta(meta: dict) -> dict:
+    """The parts of a checkpoint's or export's metadata that describe the voice (a training
+    checkpoint also holds optimizer state and RNGs, which an inference export must not carry)."""
+    keep = ("config", "symbols", "step", "val_mel_loss", "scores", "symbol_clips", "speaker_stats")
+    return {k: meta[k] for k in keep if k in meta}
 
 
 def _check_mel_settings(model_audio: AudioConfig, store: FeatureStore, path: Path) -> None:

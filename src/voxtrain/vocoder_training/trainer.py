@@ -33,6 +33,7 @@ from voxtrain.artifacts.best import BestTracker
 from voxtrain.artifacts.checkpoints import CheckpointManager, serialize
 from voxtrain.artifacts.disk import save_needs
 from voxtrain.artifacts.records import Event
+from voxtrain.artifacts.weights import export_weights, weights_bytes
 from voxtrain.atomic import write_atomic
 from voxtrain.audio import MelSpectrogram
 from voxtrain.train.signals import StopRequest
@@ -126,23 +127,30 @@ class VocoderTrainer:
 
     def export_generator(self) -> None:
         """The current generator as the run's best, `{"generator": state_dict}` (what
-        `load_hifigan` reads), written atomically under the checkpoints' disk rule."""
+        `load_hifigan` reads), and beside it the whole voice: the acoustic model's weights
+        with a sidecar naming that generator, which synth, the exports and evaluate then use
+        unasked. Both are written atomically under the checkpoints' disk rule."""
         data = serialize({"generator": {k: v.detach().clone() for k, v in self.generator.state_dict().items()}})
-        path, best = self.run.vocoder_export, self.ckpt.best
+        path, voice, best = self.run.vocoder_export, self.run.best_export, self.ckpt.best
+        acoustic = self.s.acoustic
+        need = len(data) + weights_bytes(acoustic.model.state_dict())
         free = shutil.disk_usage(self.run.checkpoints).free
-        if free < save_needs(len(data), self.cfg.checkpoint.disk_margin_mb):
+        if free < save_needs(need, self.cfg.checkpoint.disk_margin_mb):
             log.warning("best generator export skipped: not enough disk space (%d MB free)", free >> 20)
-            self._event(Event.EXPORT_SKIPPED, best.step, reason="not enough free disk space", bytes=len(data))
+            self._event(Event.EXPORT_SKIPPED, best.step, reason="not enough free disk space", bytes=need)
             return
+        meta = dict(acoustic.meta, vocoder=path.name, vocoder_step=best.step, vocoder_val_mel=best.val_mel,
+                    acoustic_checkpoint=acoustic.path.name)
         try:
             write_atomic(data, path)
+            export_weights(acoustic.model.state_dict(), meta, voice)
         except OSError as err:
             if err.errno != errno.ENOSPC:
                 raise
-            self._event(Event.EXPORT_SKIPPED, best.step, reason="disk full (ENOSPC) while writing", bytes=len(data))
+            self._event(Event.EXPORT_SKIPPED, best.step, reason="disk full (ENOSPC) while writing", bytes=need)
             return
         self._event(Event.BEST_EXPORTED, best.step, val_mel_loss=best.val_mel, best_by=best.metric,
-                    value=best.value, path=str(path))
+                    value=best.value, path=str(path), voice=str(voice))
 
     # -- the loop ------------------------------------------------------------------------
     def train(self) -> VocoderResult:
