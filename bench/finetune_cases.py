@@ -40,6 +40,7 @@ class Case:
     steps: int = 300
     every: int = 75
     vocoder_steps: int = 100
+    vocoder_every: int = 100  # train-vocoder steps between kept (and scored) generators
 
     @property
     def n_clips(self) -> int:
@@ -266,7 +267,8 @@ def _stop_after(proc: subprocess.Popen, metrics: Path, wall_s: float) -> None:
 
 
 def vocoder(work: Path, case: Case, checkpoint: Path, store: Path, corpus: Path) -> dict:
-    """train-vocoder on the last acoustic checkpoint; validation only at the end (it is slow)."""
+    """train-vocoder on the last acoustic checkpoint, a checkpoint every vocoder_every steps (their
+    generators make the vocoder's curve); validation only at the end (it is slow)."""
     from voxtrain.artifacts.layout import RunDir
     from voxtrain.artifacts.records import read_metrics
 
@@ -276,25 +278,43 @@ def vocoder(work: Path, case: Case, checkpoint: Path, store: Path, corpus: Path)
     run = work / "runs" / f"{case.name}_vocoder"
     if run.exists():  # no record: its acoustic checkpoint may be another one than this
         shutil.rmtree(run)
-    n = case.vocoder_steps
+    n, every = case.vocoder_steps, min(case.vocoder_every, case.vocoder_steps)
     cmd = [*VOXTRAIN, "train-vocoder", "--checkpoint", str(checkpoint), "--features", str(store),
            "--corpus", str(corpus), "--run", str(run), "--yes",
            *_sets(f"vocoder_training.max_steps={n}", f"vocoder_training.validate_every={n}",
-                  f"vocoder_training.save_every={n}")]
-    log(f"train-vocoder {case.name}: {n} steps")
+                  f"vocoder_training.save_every={every}", "checkpoint.keep_last=1000")]
+    log(f"train-vocoder {case.name}: {n} steps, a generator kept every {every}")
     cost = run_logged(cmd, work / "logs" / f"vocoder_{case.name}.log")
     generator = RunDir(run).vocoder_export
     if not generator.is_file():
         raise RuntimeError(f"train-vocoder {case.name} wrote no {generator.name}")
     records = read_metrics(RunDir(run).metrics)
     best = [r for r in records if r.get("event") == "best_exported"]
+    walls = checkpoint_walls(run)
     # train-vocoder validates the bundled generator at step 0 too: when no later step beats it,
     # the "tuned" generator is the bundled one, and the result must say so.
     # wall_s/cpu_s are the process's (mels of the corpus, both validations); train_wall_s is from
     # its metrics, summed over sessions, so it stays right when a rerun finished an interrupted one.
-    done = {**cost, "train_wall_s": checkpoint_walls(run).get(str(n)), "steps": n,
+    # A kept generator's cost is its training time plus the process's overhead (pairs, validations).
+    overhead = cost["wall_s"] - (walls.get(str(n)) or 0.0)
+    done = {**cost, "train_wall_s": walls.get(str(n)), "steps": n, "overhead_s": round(overhead, 1),
             "generator": str(generator.relative_to(work)),
+            "kept": {step: {"generator": str(_kept_generator(work, case, RunDir(run).checkpoint(int(step)))
+                                              .relative_to(work)),
+                            "seconds": round(wall + overhead, 1)} for step, wall in walls.items()},
             "best_step": best[-1]["step"] if best else None,
             "val_mel": {str(r["step"]): round(r["loss_mel"], 4) for r in records if r.get("type") == "val"}}
     write_json(record, done)
     return done
+
+
+def _kept_generator(work: Path, case: Case, checkpoint: Path) -> Path:
+    """The generator of a train-vocoder checkpoint, in the format load_hifigan reads."""
+    import torch
+
+    out = work / "generators" / f"{case.name}_{checkpoint.stem}.pt"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        torch.save({"generator": state["model"]}, out)
+    return out
