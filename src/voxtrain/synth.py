@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxtrain.artifacts.layout import synthesis_plan
+from voxtrain.artifacts.layout import export_sidecar, synthesis_plan
 from voxtrain.artifacts.wav import write_wav
 from voxtrain.config import Config, config_from_dict
 from voxtrain.malloc import retain_freed_memory
@@ -61,7 +61,7 @@ def _voice_vocoder(path: Path, meta: dict) -> Path | None:
         return None
     generator = path.with_name(name)
     if not generator.is_file():
-        raise SynthError(f"{path}: its sidecar {path.with_suffix('.json').name} names the vocoder {name}, which is "
+        raise SynthError(f"{path}: its sidecar {export_sidecar(path).name} names the vocoder {name}, which is "
                          f"not beside it: copy {name} next to {path.name}, or pass --vocoder-path")
     return generator
 
