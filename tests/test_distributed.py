@@ -188,15 +188,17 @@ def test_sigterm_to_launcher_stops_every_rank_and_two_ranks_resume(two_ranks, tr
 
     # 1. SIGTERM to the launcher. torchrun's agent forwards it to every worker's process
     #    group (os.killpg; the workers run in their own sessions), waits for them (30 s
-    #    shutdown timeout, then SIGKILL) and then re-raises the signal as SignalException,
-    #    so `accelerate launch` itself exits 1 even though every worker stopped cleanly.
+    #    shutdown timeout, then SIGKILL) and then re-raises the signal as SignalException.
+    #    `accelerate launch` turns that into a failed exit even though every worker stopped
+    #    cleanly: 128 + SIGTERM since accelerate 1.16, 1 with the traceback before it.
     #    A step of a full-size model can outlast those 30 s: TORCH_ELASTIC_SHUTDOWN_TIMEOUT
     #    raises them, or `voxtrain stop` (step 2) signals rank 0 alone and needs no timeout.
     proc = launched.start(env)
     t.wait_for_step(proc, 8)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 1 and "SignalException" in out, out[-3000:]
+    by_signal = proc.returncode == 128 + signal.SIGTERM
+    assert by_signal or (proc.returncode == 1 and "SignalException" in out), (proc.returncode, out[-3000:])
     assert "forcefully exiting" not in out, "a worker ignored SIGTERM and was killed"
     assert out.count("SIGTERM received") == 2, out[-3000:]  # both ranks got it exactly once
     stop = _stop_events(t)[-1]
