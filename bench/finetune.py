@@ -299,6 +299,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--skip-scratch", action="store_true",
                     help="train no case from scratch (one a rerun finds finished is still reported)")
     ap.add_argument("--skip-vocoder", action="store_true")
+    ap.add_argument("--finetune-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an extra --set of every fine-tune, e.g. finetune.freeze=[decoder] (repeatable)")
+    ap.add_argument("--vocoder-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an extra --set of train-vocoder, e.g. vocoder_training.lr=1e-4 (repeatable)")
     ap.add_argument("--train-threads", type=int, default=2, help="OMP_NUM_THREADS of the training processes")
     return ap.parse_args()
 
@@ -308,6 +312,7 @@ def main() -> None:
     args.base, args.work = args.base.resolve(), args.work.resolve()
     cases = build_cases(args)
     finetune_cases.TRAIN_THREADS = str(args.train_threads)
+    finetune_cases.FINETUNE_SETS[:], finetune_cases.VOCODER_SETS[:] = args.finetune_set, args.vocoder_set
     from voxtrain.listening import Scorers
     from voxtrain.precision import cpu_has_native_bf16
 
@@ -319,6 +324,7 @@ def main() -> None:
         "base": _shown(args.base), "work": args.work.name, "new_speaker": f"piper joe, shift {SHIFT}, keep tempo",
         "heldout_sentences": len(refs.texts), "cpu_count": os.cpu_count(), "cpu": cpu_model(),
         "training_precision": "bf16" if cpu_has_native_bf16() else "fp32",
+        "overrides": {"finetune": args.finetune_set, "vocoder": args.vocoder_set},
         "load_average_1min_start": round(os.getloadavg()[0], 2), "references": refs.rows, "cases": {}}
     for case in cases:
         log(f"case {case.name}: {case.n_train} train clips")

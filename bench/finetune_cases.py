@@ -21,6 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 VOXTRAIN = [sys.executable, "-m", "voxtrain"]
 SHIFT = 1.3  # the new speaker: piper joe, resampled up (GE2E similarity to joe ~0.53)
 TRAIN_THREADS = "2"  # the trainers get both cores (the bench only waits meanwhile); --train-threads sets it
+# Extra `--set KEY=VALUE` of the fine-tunes and of train-vocoder (--finetune-set, --vocoder-set),
+# after the bench's own so they win: the knobs of an experiment, recorded in the result.
+FINETUNE_SETS: list[str] = []
+VOCODER_SETS: list[str] = []
 
 
 def log(msg: str) -> None:
@@ -167,7 +171,7 @@ def finetune(work: Path, case: Case, base: Path, store: Path) -> dict:
            "--config", "configs/finetune.yaml", "--yes", *_sets(
                "finetune.lr=2e-4", f"training.batch_size={min(16, case.n_train)}", f"training.max_steps={case.steps}",
                f"training.validate_every={case.every}", f"training.save_every={case.every}",
-               "finetune.keep_last=1000", "evaluation.enabled=false")]
+               "finetune.keep_last=1000", "evaluation.enabled=false", *FINETUNE_SETS)]
     if fresh:
         cmd.append("--new-symbols")
     log(f"fine-tune {case.name}: {case.steps} steps" + (f", new symbols {fresh}" if fresh else ""))
@@ -282,7 +286,7 @@ def vocoder(work: Path, case: Case, checkpoint: Path, store: Path, corpus: Path)
     cmd = [*VOXTRAIN, "train-vocoder", "--checkpoint", str(checkpoint), "--features", str(store),
            "--corpus", str(corpus), "--run", str(run), "--yes",
            *_sets(f"vocoder_training.max_steps={n}", f"vocoder_training.validate_every={n}",
-                  f"vocoder_training.save_every={every}", "checkpoint.keep_last=1000")]
+                  f"vocoder_training.save_every={every}", "checkpoint.keep_last=1000", *VOCODER_SETS)]
     log(f"train-vocoder {case.name}: {n} steps, a generator kept every {every}")
     cost = run_logged(cmd, work / "logs" / f"vocoder_{case.name}.log")
     generator = RunDir(run).vocoder_export

@@ -178,7 +178,9 @@ class Trainer:
                 raise AssertionError(f"trainer exited early ({proc.returncode}): {proc.stdout.read()}")
             if time.time() > deadline:
                 proc.send_signal(signal.SIGKILL)
-                raise AssertionError(f"step {step} not reached in {timeout}s")
+                out = proc.communicate(timeout=30)[0] if proc.stdout else ""
+                raise AssertionError(f"step {step} not reached in {timeout}s (last step {self.last_step()}): "
+                                     f"{(out or '')[-3000:]}")
             time.sleep(0.02)
 
 
