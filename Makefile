@@ -42,8 +42,12 @@ chromium:
 	  elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "chromium missing and no root/sudo: the browser test of tests/test_report.py will skip (apt-get install chromium)"; fi; }
 
+# Two pytest workers, each test file on one (its module fixtures are built once): the tests
+# are mostly single-threaded subprocesses, so two cores run two files at a time.
+TEST_WORKERS ?= 2
+
 test: lint chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -46,13 +46,15 @@ def train(
     verbose: bool = False,
 ) -> None:
     """Train (or resume, or fine-tune) to a stage target; SIGTERM/Ctrl-C saves and exits cleanly."""
-    from voxtrain.ops.preflight import print_preflight, run_preflight
+    from voxtrain.ops.preflight import failed_rows, print_preflight, run_preflight
 
     cfg = cli_config(config, _overrides(set_, new_symbols))
     # Under `accelerate launch` / torchrun every rank runs this command; rank 0 speaks for all.
     is_rank0 = int(os.environ.get("RANK", "0")) == 0
-    if is_rank0 and not print_preflight(run_preflight(cfg, features, run, init_from, skip_mismatched)):
-        fail("pre-flight failed: fix the FAIL rows above")
+    if is_rank0:
+        checks = run_preflight(cfg, features, run, init_from, skip_mismatched)
+        if not print_preflight(checks):
+            fail(f"pre-flight failed: fix these rows, then run the same command again\n{failed_rows(checks)}")
     if is_rank0 and sys.stdin.isatty() and not yes and not typer.confirm("Start training?", default=True):
         typer.echo("not started", err=True)
         raise typer.Exit(EXIT_FAILURE)
@@ -123,9 +125,10 @@ def preflight(
 ) -> None:
     """Check versions, device, config, features, disk, memory and the resume plan (with
     --init-from: the fine-tune's plan from its data)."""
-    from voxtrain.ops.preflight import print_preflight, run_preflight
+    from voxtrain.ops.preflight import failed_rows, print_preflight, run_preflight
 
     cfg = cli_config(config, _overrides(set_, new_symbols))
-    ok = print_preflight(run_preflight(cfg, features, run, init_from))
-    raise typer.Exit(0 if ok else EXIT_FAILURE)
+    checks = run_preflight(cfg, features, run, init_from)
+    if not print_preflight(checks):
+        fail(f"pre-flight failed:\n{failed_rows(checks)}")
 

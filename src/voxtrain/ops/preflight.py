@@ -149,6 +149,12 @@ def run_preflight(cfg: Config, features: Path, run_dir: Path, init_from: Path | 
     return checks
 
 
+def failed_rows(checks: list[Check]) -> str:
+    """The FAIL rows as plain lines: the table folds a long detail (a path) across lines, and
+    these are what to copy or grep."""
+    return "\n".join(f"  {c.name}: {c.detail}" for c in checks if c.status == FAIL)
+
+
 def print_preflight(checks: list[Check]) -> bool:
     """Print the table; True when nothing failed."""
     from rich.console import Console
