@@ -7,11 +7,10 @@ The recommendations come from measured fine-tunes of the demo voice at `RECOMMEN
 improving (early stop, min_delta 0.01) after 47 epochs, and on 20 clips the speaker similarity
 was still rising slowly at 300 steps (150 epochs) while naturalness had levelled off by 75.
 So: `EPOCHS_TO_PLATEAU` epochs, never fewer than `MIN_STEPS` steps nor more than `MAX_STEPS`.
-The vocoder: its first 100-200 train-vocoder steps raised OVRL by 0.07-0.36 at 20 clips (four
-runs) and by 0.16-0.17 at 100, with the validation mel error still falling;
-further steps at 20 clips stayed within the spread of neighbouring checkpoints (0.15), while
-more clips kept gaining. So the budget grows with the audio (`VOCODER_STEPS_PER_MINUTE`) from a
-floor of 100 steps.
+The vocoder (train-vocoder at its lr 1e-4): on 20 clips (one minute) OVRL rose over its first
+300 steps (+0.07, +0.16, +0.30 after 100, 200, 300) and levelled after; on 100 clips the first
+100 steps added +0.26 with the validation mel error still falling. So the budget grows with the
+audio, `VOCODER_STEPS_PER_MINUTE` steps per minute, from a floor of 100 steps.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from voxtrain.text.symbols import SymbolTable
 RECOMMENDED_LR = 2e-4
 EPOCHS_TO_PLATEAU = 40
 MIN_STEPS, MAX_STEPS = 300, 3000
-VOCODER_STEPS_PER_MINUTE = 150
+VOCODER_STEPS_PER_MINUTE = 300
 MIN_VOCODER_STEPS, MAX_VOCODER_STEPS = 100, 1000
 # Fewer validation clips than this make each listening score too noisy to pick a checkpoint by.
 MIN_SCORED_VAL_CLIPS = 4
