@@ -103,8 +103,8 @@ def references(work: Path, n: int, scorers, base: Path) -> References:
     """Held-out sentences rendered in the new voice (similarity reference and ceiling) and in
     the base voice (the base reference)."""
     from voxtrain.audio import load_audio
+    from voxtrain.inference.loader import load_acoustic_model
     from voxtrain.listening import default_sentences, speaker_reference
-    from voxtrain.synth import load_acoustic_model
 
     texts = default_sentences()[:n]
     audio = load_acoustic_model(base).config.audio
@@ -129,8 +129,9 @@ def scores_dir(work: Path, case: Case, refs: References) -> Path:
 
 def score_checkpoint(path: Path, cache: Path, scorers, refs: References, generator: Path | None = None) -> dict:
     """Synthesize the held-out sentences with a checkpoint (and a vocoder) and score them, once."""
+    from voxtrain.inference.loader import load_acoustic_model
+    from voxtrain.inference.torch_voice import Synthesizer
     from voxtrain.listening.synthesis import synthesize_sentences
-    from voxtrain.synth import Synthesizer, load_acoustic_model
 
     if (done := read_json(cache)) is not None:
         return done

@@ -109,8 +109,9 @@ def determinism(first, second, n: int) -> dict:
 def cost_of_eight(checkpoint: Path, sentences: list[str], scorers, reference) -> tuple[list[dict], list]:
     """Two 8-sentence evaluations in a fresh Synthesizer (the first pays its loads): their
     cost, and their rows (for the determinism check)."""
+    from voxtrain.inference.loader import load_acoustic_model
+    from voxtrain.inference.torch_voice import Synthesizer
     from voxtrain.listening import score_synthesizer
-    from voxtrain.synth import Synthesizer, load_acoustic_model
 
     synth = Synthesizer(load_acoustic_model(checkpoint), "hifigan", precision="fp32")
     costs, rows = [], []

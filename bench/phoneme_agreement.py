@@ -67,8 +67,8 @@ def main() -> int:
     from piper.config import PiperConfig
 
     from voxtrain.demo_corpus import find_piper_voice, load_sentences
-    from voxtrain.export.voice_config import piper_voice_config
-    from voxtrain.synth import load_acoustic_model
+    from voxtrain.inference.loader import load_acoustic_model
+    from voxtrain.inference.voice_config import piper_voice_config
     from voxtrain.text import TextProcessor
 
     acoustic = load_acoustic_model(args.checkpoint)

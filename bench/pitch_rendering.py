@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from voxtrain.audio import frame_energy, load_audio, mel_spectrogram, pitch_track  # noqa: E402
-from voxtrain.synth import Synthesizer, load_acoustic_model  # noqa: E402
+from voxtrain.inference.loader import load_acoustic_model  # noqa: E402
+from voxtrain.inference.torch_voice import Synthesizer  # noqa: E402
 from voxtrain.vocoder import load_hifigan  # noqa: E402
 
 GATE_DB = 30.0

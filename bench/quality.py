@@ -74,12 +74,13 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
 
+    from alignment_error import duration_errors, load_reference_durations
     from voxtrain.artifacts.layout import RunDir
     from voxtrain.data import FeatureStore
     from voxtrain.demo_corpus import HELDOUT_PATH, load_sentences, make_corpus
-    from voxtrain.evaluation import duration_errors, load_reference_durations
+    from voxtrain.inference.loader import load_acoustic_model
+    from voxtrain.inference.torch_voice import Synthesizer
     from voxtrain.listening import ASR, word_error_rate
-    from voxtrain.synth import Synthesizer, load_acoustic_model
 
     work = args.workdir
     corpus, features, run = work / "corpus", work / "features", work / "run"

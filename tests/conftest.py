@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import pytest
+import torch
 import yaml
 
 if TYPE_CHECKING:
@@ -277,3 +278,27 @@ def initial_weights(state: dict) -> dict[str, torch.Tensor]:
     random.setstate(py_state)
     np.random.set_state(np_state)
     return model.state_dict()
+
+
+# -- comparing checkpoints ---------------------------------------------------------------
+def assert_same(a, b, where: str = "state") -> None:
+    """Bitwise equality of two checkpoint-like structures: same keys everywhere, torch.equal tensors."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor), f"{where}: tensor vs {type(b)}"
+        assert (a.dtype, a.shape) == (b.dtype, b.shape), f"{where}: {a.dtype} {a.shape} vs {b.dtype} {b.shape}"
+        assert torch.equal(a, b), f"{where} differs"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys {sorted(map(str, a))} vs " \
+                                                             f"{sorted(map(str, b)) if isinstance(b, dict) else b}"
+        for k in a:
+            assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), f"{where}: {a!r} vs {b!r}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def without_time(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k != "time"}  # the wall-clock time of the save

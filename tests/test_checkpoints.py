@@ -124,7 +124,8 @@ def test_corrupt_newest_checkpoint_is_reported_and_previous_used(trainer_factory
 
 
 def _mels(path: Path, texts: list[str]) -> list[torch.Tensor]:
-    from voxtrain.synth import Synthesizer, load_acoustic_model
+    from voxtrain.inference.loader import load_acoustic_model
+    from voxtrain.inference.torch_voice import Synthesizer
 
     return Synthesizer(load_acoustic_model(path), "none", precision="fp32").mels(texts)
 
@@ -144,7 +145,7 @@ def test_rotation_best_export_listing_and_synth(trainer_factory, tmp_path):
     run = RunDir(t.run)
     # Rotation deleted step 8 but kept the old best, step 4, beside the two newest.
     assert [s for s, _ in run.checkpoint_files()] == [4, 12, 16]
-    assert load_state(run.checkpoint(16))["best_step"] == 4
+    assert load_state(run.checkpoint(16))["best"]["step"] == 4
     infos = list_checkpoints(run, verify=True)
     assert [(i.step, i.best, i.valid) for i in infos] == [(4, True, True), (12, False, True), (16, False, True)]
     # The best export holds the best step's weights, not the newest ones.
@@ -205,7 +206,7 @@ def test_finetune_is_weights_only_with_constant_low_lr(trainer_factory):
     state = load_state(RunDir(ft.run).checkpoint(6))
     assert state["mode"] == "finetune" and state["step"] == 6
     # A fresh optimizer: Adam's step counters count only the fine-tune's steps.
-    assert all(int(s["step"]) == 6 for s in state["optimizer"]["state"].values())
+    assert all(int(s["step"]) == 6 for s in state["optimizers"]["model"]["state"].values())
     # Resuming the fine-tune run says so and keeps its settings.
     r = ft.run_to_end("--set", "training.max_steps=8")
     assert r.returncode == 0 and "RESUMING fine-tune" in r.stderr, r.stderr
@@ -299,7 +300,7 @@ def test_nonfinite_steps_are_skipped_then_the_run_saves_and_stops(trainer_factor
     assert state["step"] == skips[-1]["step"]
     bad = [k for k, v in state["model"].items() if not torch.isfinite(v).all()]
     assert bad == [], f"non-finite weights saved: {bad}"
-    moments = [v for s in state["optimizer"]["state"].values() for v in s.values() if torch.is_tensor(v)]
+    moments = [v for s in state["optimizers"]["model"]["state"].values() for v in s.values() if torch.is_tensor(v)]
     assert moments and all(torch.isfinite(v).all() for v in moments)
 
 

@@ -90,3 +90,13 @@ def test_config_show_bad_key_exits_1_naming_it() -> None:
     assert r.returncode == 1, (r.returncode, r.stderr)
     assert r.stdout == ""
     assert "training.nope" in r.stderr and "unknown key" in r.stderr
+
+
+def test_a_voxtrain_error_is_translated_by_the_app_itself(capsys) -> None:
+    """Also when Python calls the app (no `main()`, no subprocess): error line on stderr, exit 1."""
+    from voxtrain.cli import app
+
+    code = app(["config", "show", "--set", "training.nope=1"], prog_name="voxtrain", standalone_mode=False)
+    out = capsys.readouterr()
+    assert code == 1 and out.out == ""
+    assert out.err.startswith("error: ") and "training.nope" in out.err and "Traceback" not in out.err

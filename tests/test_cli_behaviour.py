@@ -123,7 +123,8 @@ def checkpoint(features, tmp_path_factory) -> Path:
 
 
 def test_synthesizer_gives_digits_and_words_the_same_phoneme_ids(checkpoint):
-    from voxtrain.synth import Synthesizer, load_acoustic_model
+    from voxtrain.inference.loader import load_acoustic_model
+    from voxtrain.inference.torch_voice import Synthesizer
     from voxtrain.text.phonemize import Phonemizer
 
     acoustic = load_acoustic_model(checkpoint)

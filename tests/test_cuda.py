@@ -35,7 +35,8 @@ def test_resume_on_the_gpu_continues_the_schedule(trainer_factory):
 
 
 def test_synthesis_on_the_gpu_matches_the_cpu(trainer_factory, tmp_path):
-    from voxtrain.synth import Synthesizer, load_acoustic_model
+    from voxtrain.inference.loader import load_acoustic_model
+    from voxtrain.inference.torch_voice import Synthesizer
 
     t = trainer_factory("gpu_synth", training={"max_steps": 4, "save_every": 4})
     assert t.run_to_end(env=t_env()).returncode == 0

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from conftest import MICRO_CONFIG
+from conftest import MICRO_CONFIG, assert_same, without_time
 from voxtrain.artifacts.checkpoints import load_state
-from voxtrain.artifacts.layout import RunDir
-from voxtrain.artifacts.store import FeatureStore, shard_array_path, shard_json_path
+from voxtrain.artifacts.layout import RunDir, StoreLayout
+from voxtrain.artifacts.store import FeatureStore
 from voxtrain.config import config_from_dict
 from voxtrain.data.loader import BucketBatchSampler
 
@@ -25,29 +25,6 @@ LONG = ("--set", "training.max_steps=100000")  # still running when the test sig
 
 
 # -- helpers ------------------------------------------------------------------------------
-def assert_same(a, b, where: str = "state") -> None:
-    """Bitwise equality of two checkpoint-like structures: same keys everywhere, torch.equal tensors."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor), f"{where}: tensor vs {type(b)}"
-        assert (a.dtype, a.shape) == (b.dtype, b.shape), f"{where}: {a.dtype} {a.shape} vs {b.dtype} {b.shape}"
-        assert torch.equal(a, b), f"{where} differs"
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys {sorted(map(str, a))} vs " \
-                                                             f"{sorted(map(str, b)) if isinstance(b, dict) else b}"
-        for k in a:
-            assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert type(a) is type(b) and len(a) == len(b), f"{where}: {a!r} vs {b!r}"
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
-
-
-def without_time(state: dict) -> dict:
-    return {k: v for k, v in state.items() if k != "time"}  # the wall-clock time of the save
-
-
 def wait_for(predicate, proc: subprocess.Popen | None, timeout: float, what: str):
     """conftest.wait_until, and the trainer killed when the wait fails (no process left behind)."""
     from conftest import wait_until
@@ -77,30 +54,28 @@ def events(trainer, name: str) -> list[dict]:
 
 
 # -- 1. one non-finite step ---------------------------------------------------------------
-# Rebuilds the run's trainer from the checkpoint before the skipped step (the engine's own
-# Trainer, loader and train_step) and records the weights around the skipped step and the next one.
+# Rebuilds the run's harness from the checkpoint before the skipped step (the engine and the
+# acoustic task's own loader and step) and records the weights around the skipped step and the next one.
 REPLAY = r"""
 import copy, sys
 from pathlib import Path
 import torch
 from voxtrain.config import load_config
-from voxtrain.train.engine import Trainer
+from voxtrain.train.acoustic import AcousticOpener
+from voxtrain.train.engine import Engine
 from voxtrain.train.session import TrainOptions
-from voxtrain.train.state import lr_at
-from voxtrain.train.step import train_step
 
 features, run, config, out = (Path(a) for a in sys.argv[1:5])
-t = Trainer(TrainOptions(run_dir=run, features=features, config=load_config(config)))
-tcfg, batches = t.cfg.training, t.micro_batches()
+t = Engine(AcousticOpener(TrainOptions(run_dir=run, features=features, config=load_config(config))), run)
+batches = t.task.batches(t.epoch, t.batch_in_epoch)
 
 def state():
-    return {"model": {k: v.detach().clone() for k, v in t.bare_model.state_dict().items()},
-            "optimizer": copy.deepcopy(t.optimizer.state_dict())}
+    return {"model": {k: v.detach().clone() for k, v in t.task.model.state_dict().items()},
+            "optimizer": copy.deepcopy(t.task.slots["model"].optimizer.state_dict())}
 
 def one_step():
-    drawn = [next(batches)[2] for _ in range(tcfg.grad_accum)]
-    r = train_step(t.model, t.loss_fn, t.optimizer, t.accelerator, drawn, t.step, lr_at(t.step + 1, tcfg),
-                   tcfg.grad_clip)
+    drawn = [next(batches)[2] for _ in range(t.loop.grad_accum)]
+    r = t.task.step(drawn, t.step)  # the skipped step does not count: both calls are step t.step + 1
     return [i for b in drawn for i in b.ids], bool(r.applied), float(r.losses["total"])
 
 out_state = {"start_step": t.step, "before": state()}
@@ -142,12 +117,12 @@ def _poisoned_store(features: Path, out: Path, clip: str) -> Path:
     shutil.copytree(features, out)
     store = FeatureStore(out)
     rec = next(r for r in store.records if r["id"] == clip)
-    path = shard_array_path(out / "shards", rec["shard"], "mel")
+    path = StoreLayout(out).shard_array(rec["shard"], "mel")
     mel = np.load(path)
     mel[rec["frame_offset"] + rec["n_frames"] // 2, 7] = np.inf
     np.save(path, mel)
     entry = {"bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    complete, shard_meta = out / "COMPLETE", shard_json_path(out / "shards", rec["shard"])
+    complete, shard_meta = StoreLayout(out).complete, StoreLayout(out).shard_meta(rec["shard"])
     for marker, section, key in ((complete, "shard_files", path.name), (shard_meta, "files", "mel")):
         data = json.loads(marker.read_text(encoding="utf-8"))
         if isinstance(data.get(section), dict):  # stores of version 1 record no checksums
@@ -178,7 +153,7 @@ def test_one_nonfinite_step_is_skipped_and_training_continues_with_the_same_weig
     final = load_state(run.checkpoint(target))
     assert final["step"] == target and final["nonfinite_skipped"] == 1
     # The optimizer counted only applied steps: Adam's step is the run's step.
-    assert all(int(s["step"]) == target for s in final["optimizer"]["state"].values())
+    assert all(int(s["step"]) == target for s in final["optimizers"]["model"]["state"].values())
 
     # Replay from the checkpoint before the skip: the skipped step leaves weights and optimizer
     # as they were, and the step after it is exactly the run's next checkpoint.
@@ -198,7 +173,7 @@ def test_one_nonfinite_step_is_skipped_and_training_continues_with_the_same_weig
     assert rep["next_applied"] and clip not in rep["next_ids"]
     after = load_state(run.checkpoint(before + 1))
     assert_same(after["model"], rep["after_next"]["model"], "model after the next step")
-    assert_same(after["optimizer"], rep["after_next"]["optimizer"], "optimizer after the next step")
+    assert_same(after["optimizers"]["model"], rep["after_next"]["optimizer"], "optimizer after the next step")
 
 
 # -- 2. a second SIGINT exits at once -------------------------------------------------------

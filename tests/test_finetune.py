@@ -77,7 +77,7 @@ def test_freeze_trains_exactly_the_named_parts(trainer_factory, base_ckpt):
     assert start["parameters"] == sum(t.numel() for t in after.values())
     assert f"{trainable / 1e6:.2f} M of" in r.stderr and "frozen: embedding, encoder, aligner" in r.stderr
     # The optimizer holds state for the trained tensors only.
-    assert len(state["optimizer"]["state"]) == len(before) - len(frozen)
+    assert len(state["optimizers"]["model"]["state"]) == len(before) - len(frozen)
 
 
 def test_a_symbol_the_base_never_learned_is_refused_then_given_fresh_rows(base_ckpt, new_symbol_store, tmp_path):
@@ -97,7 +97,7 @@ def test_a_symbol_the_base_never_learned_is_refused_then_given_fresh_rows(base_c
 
     opts = TrainOptions(tmp_path / "api", new_symbol_store, load_config(cfg), init_from=base_ckpt)
     with pytest.raises(SessionError, match="'ŋ' .U\\+014B LATIN SMALL LETTER ENG.: 2 clip.s., never trained"):
-        prepare_session(opts, FeatureStore(new_symbol_store), RunDir(opts.run_dir), write=False)
+        prepare_session(opts, FeatureStore(new_symbol_store), latest=None)
 
     # With the flag: the new symbols' rows start fresh, the shared ones keep the base's (an LR of
     # 1e-12 leaves every weight where it started, within 1e-9).

@@ -113,9 +113,10 @@ def test_a_failing_scorer_leaves_the_others(clips):
 
 def test_a_refused_sentence_is_reported_by_index(tmp_path):
     from conftest import MICRO_CONFIG
+    from voxtrain.inference.loader import AcousticModel
+    from voxtrain.inference.torch_voice import Synthesizer
     from voxtrain.listening import Scorers, score_synthesizer
     from voxtrain.model import FastSpeech2
-    from voxtrain.synth import AcousticModel, Synthesizer
     from voxtrain.text import SymbolTable
 
     config = config_from_dict(MICRO_CONFIG)

@@ -12,9 +12,10 @@ import pytest
 import soundfile as sf
 
 from voxtrain.config import AudioConfig, TextConfig
-from voxtrain.export.engine import OnnxVoice, OnnxVoiceError
-from voxtrain.export.voice_config import intersperse_pads, phoneme_id_map
-from voxtrain.streaming import STREAM_MAX_ABS, StreamSettings
+from voxtrain.inference.errors import OnnxVoiceError
+from voxtrain.inference.onnx_voice import OnnxVoice
+from voxtrain.inference.streaming import STREAM_MAX_ABS, StreamSettings
+from voxtrain.inference.voice_config import intersperse_pads, phoneme_id_map
 from voxtrain.text import SymbolTable
 
 onnx = pytest.importorskip("onnx")
@@ -36,7 +37,8 @@ def voice(trained, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def synth(trained):
-    from voxtrain.synth import Synthesizer, load_acoustic_model
+    from voxtrain.inference.loader import load_acoustic_model
+    from voxtrain.inference.torch_voice import Synthesizer
 
     return Synthesizer(load_acoustic_model(trained), "hifigan", precision="fp32")
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import save_temp_files
-from voxtrain.artifacts.checkpoints import load_state, validate_training_state
+from voxtrain.artifacts.checkpoint_format import load_state, validate_training_state
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.lock import pid_alive
 

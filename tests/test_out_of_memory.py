@@ -24,7 +24,7 @@ def test_a_batch_that_does_not_fit_is_split_and_the_step_stays_one_step(trainer_
     steps = [rec["step"] for rec in t.metrics() if rec["type"] == "train"]
     assert steps == [1, 2, 3, 4, 5, 6]  # every retried step is still exactly one optimizer step
     state = load_state(RunDir(t.run).checkpoint(6))
-    assert all(int(s["step"]) == 6 for s in state["optimizer"]["state"].values())
+    assert all(int(s["step"]) == 6 for s in state["optimizers"]["model"]["state"].values())
 
 
 def test_when_even_one_clip_does_not_fit_the_run_stops_saved_and_says_what_to_change(trainer_factory, features,

@@ -33,13 +33,13 @@ def _assert_same_weights(a: dict, b: dict) -> None:
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), f"weights differ at {k}"
-    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    sa, sb = a["optimizers"]["model"]["state"], b["optimizers"]["model"]["state"]
     assert sa and sa.keys() == sb.keys(), (sorted(sa), sorted(sb))
     for param in sa:
         assert sa[param].keys() == sb[param].keys(), param
         for k in sa[param]:
             assert torch.equal(torch.as_tensor(sa[param][k]), torch.as_tensor(sb[param][k])), f"optimizer {k} differs"
-    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    assert a["optimizers"]["model"]["param_groups"] == b["optimizers"]["model"]["param_groups"]
 
 
 def test_exact_resume_after_sigterm_and_stage_target(trainer_factory):

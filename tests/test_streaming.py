@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from voxtrain.streaming import STREAM_MAX_ABS, StreamSettings, chunk_bounds, context_frames, stream_windows
+from voxtrain.inference.streaming import STREAM_MAX_ABS, StreamSettings, chunk_bounds, context_frames, stream_windows
 
 # HiFi-GAN V1 is most of the time here, so the texts are short: ~60, ~160 and ~360 mel frames.
 SHORT = "A short test."
@@ -22,7 +22,8 @@ HOP = 256
 
 @pytest.fixture(scope="module")
 def synth(trained):
-    from voxtrain.synth import Synthesizer, load_acoustic_model
+    from voxtrain.inference.loader import load_acoustic_model
+    from voxtrain.inference.torch_voice import Synthesizer
 
     return Synthesizer(load_acoustic_model(trained), "hifigan", precision="fp32")
 
@@ -117,8 +118,9 @@ def test_chunk_count_grows_with_the_text(synth, chunks) -> None:
 
 
 def test_streaming_refuses_griffin_lim_and_bad_settings(trained) -> None:
-    from voxtrain.streaming import StreamError
-    from voxtrain.synth import SynthError, Synthesizer, load_acoustic_model
+    from voxtrain.inference.errors import StreamError, SynthError
+    from voxtrain.inference.loader import load_acoustic_model
+    from voxtrain.inference.torch_voice import Synthesizer
 
     gl = Synthesizer(load_acoustic_model(trained), "griffin-lim", precision="fp32")
     with pytest.raises(SynthError, match="streaming needs the HiFi-GAN vocoder"):
@@ -129,7 +131,7 @@ def test_streaming_refuses_griffin_lim_and_bad_settings(trained) -> None:
 
 def test_pcm_writer_hands_each_chunk_on_at_once() -> None:
     """Each chunk reaches the reader when written, not when a buffer fills (a player hears it)."""
-    from voxtrain.streaming import PcmWriter
+    from voxtrain.inference.streaming import PcmWriter
 
     read_end, write_end = os.pipe()
     os.set_blocking(read_end, False)

@@ -11,8 +11,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from voxtrain.inference.entry import synthesize
+from voxtrain.inference.errors import SynthError
+from voxtrain.inference.loader import load_acoustic_model
+from voxtrain.inference.torch_voice import Synthesizer
 from voxtrain.precision import resolve_precision
-from voxtrain.synth import SynthError, Synthesizer, load_acoustic_model, synthesize
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 

@@ -4,6 +4,7 @@ teacher-forced mels, run as real processes on the real micro corpus, store and c
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import soundfile as sf
 import torch
 import yaml
 
-from conftest import MICRO_CONFIG, OutputLines, Trainer, _env, wait_until, write_config
+from conftest import MICRO_CONFIG, OutputLines, Trainer, _env, assert_same, wait_until, without_time, write_config
 
 # Tiny segments, batch 2, few steps: a step is under a second on one core. Validation (the
 # whole of both validation clips) is the slow part, so it runs only at step 0 and at the end.
@@ -154,6 +155,9 @@ def test_resumes_exactly_after_sigterm(reference, acoustic, features, corpus_dir
     assert records(run, "val")[6]["loss_mel"] == records(reference, "val")[6]["loss_mel"]
     state = torch.load(RunDir(run).checkpoint_files()[-1][1], weights_only=True)
     assert (state["step"], state["acoustic_checkpoint"], state["corpus"]) == (6, str(acoustic), str(corpus_dir))
+    # Weights, optimizer moments, RNGs and data position: bitwise those of the unbroken run.
+    want = torch.load(RunDir(reference).checkpoint_files()[-1][1], weights_only=True)
+    assert_same(without_time(want), without_time(state))
 
 
 def test_the_voice_export_speaks_with_its_fine_tuned_generator(reference: Path, acoustic: Path,
@@ -161,7 +165,8 @@ def test_the_voice_export_speaks_with_its_fine_tuned_generator(reference: Path, 
     """RUN/checkpoints/best.safetensors is the whole voice: `synth` on it alone uses the tuned
     generator, exactly as naming it with --vocoder-path does, and not the bundled one."""
     from voxtrain.artifacts.layout import RunDir
-    from voxtrain.synth import Synthesizer, load_acoustic_model
+    from voxtrain.inference.loader import load_acoustic_model
+    from voxtrain.inference.torch_voice import Synthesizer
 
     run, text = RunDir(reference), "A short test."
     out = tmp_path / "hello.wav"
@@ -190,7 +195,9 @@ def test_a_corpus_that_lacks_a_clip_is_refused_by_name(acoustic, features, corpu
     (corpus / "wavs" / f"{gone}.wav").unlink()
     result = run_cmd(vocoder_cmd(acoustic, features, corpus, tmp_path / "run", vocoder_config))
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert f"error: 1 clips of the feature store {features} have no usable audio in the corpus {corpus}" \
+    # Refused by the pre-flight, before the run directory is touched; its closing rows are plain lines.
+    assert "error: pre-flight failed" in result.stderr and not (tmp_path / "run").exists()
+    assert f"  inputs: 1 clips of the feature store {features} have no usable audio in the corpus {corpus}" \
         in result.stderr
     assert f"{gone} (" in result.stderr and "--corpus must be the folder `voxtrain prepare` made the store from" \
         in result.stderr
@@ -227,3 +234,135 @@ def test_a_replaced_clip_and_mel_settings_that_do_not_fit_are_refused(acoustic, 
     with pytest.raises(VocoderTrainingError, match=r"holds mels it cannot render: .*audio.hop_length=200 \(needs "
                                                    r"256\)"):
         train_vocoder(other, tmp_path / "hop200", corpus_dir, tmp_path / "run3", cfg)
+
+
+# -- the vocoder task under the run harness: what `train` has, train-vocoder has ------------
+def voxtrain(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return run_cmd([sys.executable, "-m", "voxtrain.cli", *args], timeout=timeout)
+
+
+def test_detach_status_monitor_and_stop(acoustic, features, corpus_dir, vocoder_config, tmp_path) -> None:
+    from voxtrain.artifacts.checkpoint_format import TrainingState
+    from voxtrain.artifacts.layout import RunDir
+    from voxtrain.artifacts.lock import pid_alive
+
+    run = tmp_path / "detached"
+    cmd = vocoder_cmd(acoustic, features, corpus_dir, run, vocoder_config,
+                      "--set", "vocoder_training.max_steps=100000", "--detach")
+    launched = run_cmd(cmd)
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    pid = int(launched.stdout.split("training in the background: pid ")[1].split()[0])
+    try:
+        assert f"voxtrain stop {run}" in launched.stdout
+        wait_until(lambda: max(records(run, "train"), default=0) >= 2, 240, "step 2")
+        status = voxtrain("status", str(run))
+        assert status.returncode == 0 and f"running (pid {pid}" in status.stdout, status.stdout + status.stderr
+        snap = json.loads(voxtrain("monitor", "--once", "--json", str(run)).stdout)
+        assert snap["step"] >= 2 and snap["target_step"] == 100000, snap
+        stop = voxtrain("stop", str(run), timeout=300)
+        assert stop.returncode == 0 and "stopped after saving a checkpoint" in stop.stdout, stop.stdout + stop.stderr
+        assert not pid_alive(pid)
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    step = events(run, "stop")[-1]["step"]
+    state = TrainingState.from_dict(torch.load(RunDir(run).checkpoint(step), weights_only=True))
+    assert (state.mode, state.step) == ("vocoder", step) and step >= 2
+
+
+def test_a_sigkill_mid_save_leaves_a_resumable_run(reference, acoustic, features, corpus_dir, vocoder_config,
+                                                   tmp_path) -> None:
+    from voxtrain.artifacts.layout import RunDir
+
+    run = RunDir(tmp_path / "killed")
+    cmd = vocoder_cmd(acoustic, features, corpus_dir, run.root, vocoder_config,
+                      "--set", "vocoder_training.save_every=2")
+    proc = subprocess.Popen(cmd, env=dict(_env(), VOXTRAIN_TEST_SLOW_WRITE_S="8"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    output = OutputLines(proc.stdout)
+    try:  # the save of step 2 completes; the one of step 4 is killed while it writes
+        tmp = wait_until(lambda: sorted(run.checkpoints.glob(".ckpt-step00000004.pt.tmp*")), 240, "the step-4 save",
+                         proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output.join(timeout=10)
+    assert [s for s, _ in run.checkpoint_files()] == [2] and tmp[0].exists()
+
+    resumed = run_cmd(cmd)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"RESUMING the vocoder fine-tune from {run.checkpoint(2)} (step 2)" in resumed.stderr
+    assert f"removed {tmp[0].name} left by an interrupted save" in resumed.stderr and not tmp[0].exists()
+    got = torch.load(run.checkpoint(6), weights_only=True)
+    want = torch.load(RunDir(reference).checkpoint_files()[-1][1], weights_only=True)
+    for key in ("model", "optimizers", "rng", "epoch", "batch_in_epoch"):
+        assert_same(want[key], got[key], key)
+
+
+def test_a_nonfinite_step_is_skipped(acoustic, features, corpus_dir, vocoder_config, tmp_path) -> None:
+    from voxtrain.artifacts.layout import RunDir
+    from voxtrain.vocoder_training.pairs import PairSet
+
+    run = RunDir(tmp_path / "poisoned")
+    cmd = vocoder_cmd(acoustic, features, corpus_dir, run.root, vocoder_config)
+    assert run_cmd([*cmd, "--until-step", "1"]).returncode == 0
+    # One training clip's teacher-forced mel becomes +inf: every segment of it gives a NaN loss.
+    pairs = PairSet(run)
+    clip = pairs.clips[pairs.split("train")[0]]
+    mels = np.load(run.vocoder_mels, mmap_mode="r+")
+    mels[clip["frame_offset"] : clip["frame_offset"] + clip["n_frames"]] = np.inf
+    mels.flush()
+    del mels
+    result = run_cmd(cmd)
+    assert result.returncode == 0, result.stderr
+    skips = events(run.root, "nonfinite_skip")
+    assert skips and all(e["consecutive"] == 1 for e in skips), skips
+    assert "step skipped (1 in a row)" in result.stderr
+    train = records(run.root, "train")
+    assert sorted(train) == list(range(1, 7)) and all(np.isfinite(r["loss_total"]) for r in train.values())
+    state = torch.load(run.checkpoint(6), weights_only=True)
+    assert state["nonfinite_skipped"] == len(skips)
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_a_filling_disk_keeps_the_newest_valid_checkpoint(acoustic, features, corpus_dir, vocoder_config,
+                                                          tmp_path) -> None:
+    from conftest import Hog, _mount_tmpfs, wait_event
+    from voxtrain.artifacts.checkpoint_format import verify_checkpoint
+    from voxtrain.artifacts.layout import RunDir
+
+    fs = tmp_path / "fs"
+    if not _mount_tmpfs(fs, 700 * 1024):  # room for three 170 MB checkpoints, the export and the pairs
+        pytest.skip("cannot mount a tmpfs here (needs root); the disk-full test needs a real small filesystem")
+    try:
+        run = RunDir(fs / "run")
+        trainer = Trainer(features, run.root, vocoder_config)  # only for its metrics reader
+        cmd = vocoder_cmd(acoustic, features, corpus_dir, run.root, vocoder_config,
+                          "--set", "vocoder_training.max_steps=100000", "--set", "vocoder_training.save_every=1",
+                          "--set", "checkpoint.keep_last=2")
+        proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                stdin=subprocess.DEVNULL)
+        try:
+            wait_event(trainer, proc, lambda e: e["event"] == "checkpoint_pruned", timeout=300)
+            size = run.checkpoint_files()[-1][1].stat().st_size
+            hog = Hog(fs, leave=size // 2)
+            hog.start()
+            skip = wait_event(trainer, proc, lambda e: e["event"] == "checkpoint_skipped", timeout=300)
+            wait_until(lambda: max(records(run.root, "train"), default=0) >= skip["step"] + 2, 240, "two more steps",
+                       proc)
+            hog.stop.set()
+            hog.join()
+            kept = run.checkpoint_files()
+            assert len(kept) >= 1 and kept[-1][0] < skip["step"] and not verify_checkpoint(kept[-1][1])
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, out
+        assert f"checkpoint at step {skip['step']} SKIPPED" in out
+        assert run.checkpoint_files() and not verify_checkpoint(run.checkpoint_files()[-1][1])
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], check=False)

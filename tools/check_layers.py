@@ -2,9 +2,11 @@
 
 Every top-level package or module of voxtrain sits in one layer. A unit may import units of
 its own layer or of layers below it, never above, and no two units may import each other
-(directly or round a longer loop). Every import counts: module level, inside functions and
-under TYPE_CHECKING, since each is a dependency a reader has to follow. The package root
-(`voxtrain/__init__.py`, the public API and `__version__`) is exempt both ways.
+(directly or round a longer loop). Inside a package the same holds for its modules: no two
+import each other, directly or round a longer loop. Every import counts: module level, inside
+functions and under TYPE_CHECKING, since each is a dependency a reader has to follow; `from
+pkg import sub` imports the submodule `sub`. The package root (`voxtrain/__init__.py`, the
+public API and `__version__`) is exempt both ways.
 
 Exit status 0 when the rule holds, 1 with one line per violation otherwise. `make lint` runs it.
 """
@@ -17,11 +19,10 @@ from pathlib import Path
 
 # Lowest first. A new top-level module must be placed here, or the check fails.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("bottom", {"config", "metrics", "atomic", "precision", "malloc", "versions", "resources"}),
-    ("domain", {"text", "audio", "model", "vocoder", "forecast", "streaming"}),
+    ("bottom", {"config", "errors", "metrics", "atomic", "precision", "malloc", "versions", "resources"}),
+    ("domain", {"text", "audio", "model", "vocoder", "forecast"}),
     ("artifacts", {"artifacts"}),
-    ("work", {"data", "train", "synth", "evaluation", "listening", "report", "demo_corpus", "export",
-              "vocoder_training"}),
+    ("work", {"data", "train", "inference", "listening", "report", "demo_corpus", "export", "vocoder_training"}),
     ("operations", {"ops"}),
     ("interface", {"cli", "__main__"}),
 ]
@@ -42,18 +43,26 @@ def _module_name(path: Path, package_dir: Path) -> str:
 
 
 def _imported(node: ast.AST, module: str, is_package: bool) -> list[str]:
+    """The dotted names an import statement reaches; `from m import x` gives `m.x`, which
+    `_resolve` maps to the submodule `m.x` where there is one, else to `m`."""
     if isinstance(node, ast.Import):
         return [a.name for a in node.names]
     if isinstance(node, ast.ImportFrom):
         if node.level:
             parts = module.split(".")
-            base = parts[: len(parts) - node.level + (1 if is_package else 0)]
-            name = ".".join(base + ([node.module] if node.module else []))
-            # `from . import x` names submodules: each one is a dependency.
-            return [f"{name}.{a.name}" for a in node.names] if not node.module else [name]
-        if node.module:
-            return [f"{node.module}.{a.name}" for a in node.names] if node.module == ROOT_PACKAGE else [node.module]
+            base = ".".join(parts[: len(parts) - node.level + (1 if is_package else 0)]
+                            + ([node.module] if node.module else []))
+        else:
+            base = node.module or ""
+        return [f"{base}.{a.name}" for a in node.names]
     return []
+
+
+def _resolve(name: str, modules: set[str]) -> str | None:
+    """The module `name` reaches: itself, or the longest prefix that is a module of the tree."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
 
 
 def _unit(module: str, package_dir: Path) -> str | None:
@@ -67,19 +76,39 @@ def _unit(module: str, package_dir: Path) -> str | None:
     return parts[1] if is_unit else ""
 
 
-def import_edges(package_dir: Path) -> list[tuple[str, str, str, int]]:
-    """(from unit, to unit, file, line) for every import between two different units."""
-    edges = []
+def _imports(package_dir: Path) -> list[tuple[str, str, str, int]]:
+    """(importing module, imported name, file, line) for every import in the tree."""
+    found = []
     for path in sorted(package_dir.rglob("*.py")):
         module = _module_name(path, package_dir)
-        src = _unit(module, package_dir)
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node in ast.walk(tree):
             for name in _imported(node, module, path.name == "__init__.py"):
-                dst = _unit(name, package_dir)
-                if dst is None or not src or not dst or dst == src:
-                    continue
-                edges.append((src, dst, str(path.relative_to(package_dir.parent)), node.lineno))
+                found.append((module, name, str(path.relative_to(package_dir.parent)), node.lineno))
+    return found
+
+
+def import_edges(package_dir: Path) -> list[tuple[str, str, str, int]]:
+    """(from unit, to unit, file, line) for every import between two different units."""
+    edges = []
+    for module, name, where, line in _imports(package_dir):
+        src, dst = _unit(module, package_dir), _unit(name, package_dir)
+        if dst is None or not src or not dst or dst == src:
+            continue
+        edges.append((src, dst, where, line))
+    return edges
+
+
+def module_edges(package_dir: Path) -> list[tuple[str, str, str, int]]:
+    """(from module, to module, file, line) for every import between two modules of one unit."""
+    modules = {_module_name(p, package_dir) for p in package_dir.rglob("*.py")}
+    edges = []
+    for module, name, where, line in _imports(package_dir):
+        dst = _resolve(name, modules)
+        unit = _unit(module, package_dir)
+        if dst is None or dst == module or not unit or _unit(dst, package_dir) != unit:
+            continue
+        edges.append((module, dst, where, line))
     return edges
 
 
@@ -131,7 +160,23 @@ def violations(package_dir: Path) -> list[str]:
             problems.append(f"{where}:{line}: {src} must not import {dst}")
     for cycle in _cycles(graph):
         problems.append(f"import cycle between {', '.join(cycle)}")
+    problems += _module_cycles(package_dir)
     return sorted(set(problems), key=problems.index)
+
+
+def _module_cycles(package_dir: Path) -> list[str]:
+    graph: dict[str, set[str]] = {}
+    first_import: dict[tuple[str, str], str] = {}
+    for src, dst, where, line in module_edges(package_dir):
+        graph.setdefault(src, set()).add(dst)
+        first_import.setdefault((src, dst), f"{where}:{line}")
+    problems = []
+    for cycle in _cycles(graph):
+        # Every import between two modules of the loop: the lines one of which must change.
+        sites = [first_import[a, b] for a in cycle for b in cycle if (a, b) in first_import]
+        short = [m.removeprefix(f"{ROOT_PACKAGE}.") for m in cycle]
+        problems.append(f"import cycle between modules {', '.join(short)} ({', '.join(sites)})")
+    return problems
 
 
 def main(argv: list[str]) -> int:
@@ -143,7 +188,8 @@ def main(argv: list[str]) -> int:
         print(f"{len(problems)} layering violation(s); the rule: docs/ARCHITECTURE.md", file=sys.stderr)
         return 1
     units = {u for _, units in LAYERS for u in units}
-    print(f"layers ok: {len(units)} units in {len(LAYERS)} layers, imports only point down, no cycles")
+    print(f"layers ok: {len(units)} units in {len(LAYERS)} layers, imports only point down, no cycles "
+          f"between units or between the modules of a package")
     return 0
 
 

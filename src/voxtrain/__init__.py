@@ -11,7 +11,7 @@ __all__ = ["__version__", "synthesize", "load_config"]
 def __getattr__(name: str) -> Any:
     # Lazy: `import voxtrain` must stay cheap for the CLI; torch loads only when needed.
     if name == "synthesize":
-        from voxtrain.synth import synthesize
+        from voxtrain.inference.entry import synthesize
 
         return synthesize
     if name == "load_config":

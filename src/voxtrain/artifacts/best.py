@@ -45,16 +45,13 @@ class BestTracker:
         return {"metric": self.metric, "step": self.step, "value": self.value, "val_mel": self.val_mel}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], metric: str, direction: str) -> BestTracker:
-        """The tracker a checkpoint saved; checkpoints older than best_by kept only the step
-        and its mel loss, and so does a resume that changed best_by."""
-        saved = state.get("best")
-        if isinstance(saved, dict) and saved.get("metric") == metric:
+    def from_state(cls, saved: dict[str, Any], metric: str, direction: str) -> BestTracker:
+        """The tracker a checkpoint saved (its `best`); a resume that changed best_by keeps only
+        the step and its mel loss."""
+        if saved.get("metric") == metric:
             return cls(metric, direction, saved.get("step"), saved.get("value"), saved.get("val_mel"))
-        step, val_mel = state.get("best_step"), state.get("best_loss")
-        if isinstance(saved, dict):
-            step, val_mel = saved.get("step"), saved.get("val_mel")
-        return cls(metric, direction, step, val_mel if metric == VAL_MEL else None, val_mel)
+        val_mel = saved.get("val_mel")
+        return cls(metric, direction, saved.get("step"), val_mel if metric == VAL_MEL else None, val_mel)
 
 
 def best_from_records(records: list[dict], metric: str = VAL_MEL, direction: str = "below") -> BestTracker:

@@ -1,6 +1,7 @@
 """Checkpoints that never corrupt and never fill the disk, and the one listing of them.
 
-A save serialises the state in memory first, so its exact size is known before a byte
+What a checkpoint holds is `checkpoint_format`'s; this module writes, rotates, guards and
+finds them. A save serialises the state in memory first, so its exact size is known before a byte
 touches the disk; it goes through `write_atomic` (temp name, fsync, rename, directory
 fsync). Loading uses weights_only=True everywhere, so a checkpoint received from someone
 else can never run code. torch is imported only where a checkpoint is really read or
@@ -10,9 +11,7 @@ written: `voxtrain status` lists checkpoints without it.
 from __future__ import annotations
 
 import errno
-import io
 import os
-import pickle
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,65 +19,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voxtrain.artifacts.best import BestTracker, best_from_records, run_best_by
+from voxtrain.artifacts.checkpoint_format import (
+    CheckpointError,
+    TrainingState,
+    load_state,
+    serialize,
+    verify_checkpoint,
+)
 from voxtrain.artifacts.disk import save_needs
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.records import Event, number, read_metrics, step_of
+from voxtrain.artifacts.weights import export_weights, weights_bytes
 from voxtrain.atomic import write_atomic
 
 if TYPE_CHECKING:
     from voxtrain.config import CheckpointConfig
-
-REQUIRED_KEYS = ("model", "optimizer", "step", "epoch", "batch_in_epoch", "rng", "config", "symbols")
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be read or is not a voxtrain checkpoint."""
-
-
-def serialize(state: dict) -> memoryview:
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getbuffer()
-
-
-def load_state(path: Path, mmap: bool = False) -> dict:
-    """Load a checkpoint safely; raises CheckpointError naming the file and the reason."""
-    import torch
-
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        lines = str(err).splitlines()
-        why = next((ln.strip() for ln in lines if "Unsupported global" in ln), lines[0] if lines else "")
-        raise CheckpointError(
-            f"{path}: refused to load: it holds Python objects beyond tensors and plain data "
-            f"(a pickle that could run code). Only load checkpoints you trust, re-exported with "
-            f"`voxtrain export`. Detail: {why}"
-        ) from None
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
-    except Exception as err:  # torch raises RuntimeError/EOFError/zipfile errors for damaged files
-        raise CheckpointError(f"{path}: unreadable or truncated ({type(err).__name__}: {err})") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: not a voxtrain checkpoint (top level is {type(state).__name__})")
-    return state
-
-
-def validate_training_state(state: dict, path: Path) -> None:
-    missing = [k for k in REQUIRED_KEYS if k not in state]
-    if missing:
-        raise CheckpointError(f"{path}: not a resumable voxtrain checkpoint; missing {', '.join(missing)}")
-
-
-def verify_checkpoint(path: Path) -> str:
-    """"" when the checkpoint loads and holds a resumable state, else why not."""
-    try:
-        validate_training_state(load_state(path, mmap=True), path)
-    except CheckpointError as err:
-        return str(err)
-    return ""
-
 
 @dataclass
 class CheckpointInfo:
@@ -207,40 +162,43 @@ class CheckpointManager:
             self.on_event(Event.CHECKPOINT_PRUNED, step, path=str(path), reason="rotation")
 
     # -- best model export ----------------------------------------------------------------
-    def export_best(self, model_state: dict, meta: dict[str, Any]) -> Path | None:
-        """Write the best model's inference export, under the same disk rule as a save."""
-        from voxtrain.artifacts.weights import export_weights, weights_bytes
-
-        size = weights_bytes(model_state)
+    def export_guarded(self, size: int, write: Callable[[], None], **fields: Any) -> bool:
+        """Run `write` (an atomic export of about `size` bytes) under the same disk rule as a
+        save: skipped with an event when the disk cannot hold it or fills while writing."""
         self.run.checkpoints.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(self.run.checkpoints).free
         if free < save_needs(size, self.cfg.disk_margin_mb):
             self.log(f"WARNING: best-model export skipped: not enough disk space ({free >> 20} MB free)")
             self.on_event(Event.EXPORT_SKIPPED, self.best.step, reason="not enough free disk space", bytes=size)
-            return None
+            return False
         try:
-            export_weights(model_state, meta, self.run.best_export)
+            write()
         except OSError as err:
             if err.errno != errno.ENOSPC:
                 raise
             self.on_event(Event.EXPORT_SKIPPED, self.best.step, reason="disk full (ENOSPC) while writing", bytes=size)
-            return None
+            return False
         self.on_event(Event.BEST_EXPORTED, self.best.step, val_mel_loss=self.best.val_mel, best_by=self.best.metric,
-                      value=self.best.value, path=str(self.run.best_export))
-        return self.run.best_export
+                      value=self.best.value, path=str(self.run.best_export), **fields)
+        return True
+
+    def export_best(self, model_state: dict, meta: dict[str, Any]) -> Path | None:
+        """Write the best model's inference export, under the same disk rule as a save."""
+        written = self.export_guarded(weights_bytes(model_state),
+                                      lambda: export_weights(model_state, meta, self.run.best_export))
+        return self.run.best_export if written else None
 
     # -- loading ------------------------------------------------------------------------
-    def load_latest(self) -> tuple[dict, Path] | None:
+    def load_latest(self) -> tuple[TrainingState, Path] | None:
         """The newest checkpoint that loads and validates; corrupt ones are reported, kept on disk."""
         for step, path in reversed(self.run.checkpoint_files()):
             try:
-                state = load_state(path)
-                validate_training_state(state, path)
+                state = TrainingState.from_dict(load_state(path), path)
             except CheckpointError as err:
                 self.log(f"WARNING: skipping corrupt checkpoint {path.name} (left on disk for inspection): {err}")
                 self.corrupt.append((step, path, str(err)))
                 self.on_event(Event.CHECKPOINT_CORRUPT, step, path=str(path), error=str(err))
                 continue
-            self.best = BestTracker.from_state(state, self.best.metric, self.best.direction)
+            self.best = BestTracker.from_state(state.best, self.best.metric, self.best.direction)
             return state, path
         return None

@@ -1,4 +1,5 @@
-"""The one module that names every path of a run directory.
+"""The one module that names every path of a run directory (`RunDir`) and of a feature store
+(`StoreLayout`).
 
     runs/NAME/
       config.yaml  run.json  metrics.jsonl
@@ -10,7 +11,10 @@
       (train-vocoder runs) checkpoints/generator_best.pt, and best.safetensors: the acoustic model
         whose sidecar names that generator (the whole voice)  vocoder_data/mels.npy audio.npy index.json
 
-The feature store names its own paths in `voxtrain.artifacts.store`.
+    features/ (voxtrain prepare --out)
+      config.json  shards/shard_00003.{mel,pitch,energy,phonemes}.npy  shards/shard_00003.json
+      symbols.json  manifest.jsonl  stats.json  rejected.tsv  COMPLETE  .prepare.lock
+      (what each file holds: `voxtrain.artifacts.store`)
 """
 
 from __future__ import annotations
@@ -23,39 +27,12 @@ from pathlib import Path
 from voxtrain.atomic import is_temp_file
 
 CHECKPOINT_RE = re.compile(r"^ckpt-step(\d{8})\.pt$")
+SHARD_RE = re.compile(r"^shard_(\d+)\.")
 
 
 def export_sidecar(weights: Path) -> Path:
     """The JSON (config, symbols, provenance) that travels with exported safetensors weights."""
     return Path(weights).with_suffix(".json")
-
-
-def synthesis_outputs(n_texts: int, out: Path) -> list[Path]:
-    """Where `synth` writes: `out` itself for one text and a .wav name, else out/001.wav, ...
-    Raises ValueError for several texts and a .wav name."""
-    out = Path(out)
-    if n_texts == 1 and out.suffix.lower() == ".wav":
-        return [out]
-    if out.suffix.lower() == ".wav":
-        raise ValueError(f"{n_texts} texts need a directory for --out, not the file {out}")
-    return [out / f"{i + 1:03d}.wav" for i in range(n_texts)]
-
-
-def synthesis_plan(text: str | list[str], out: str | Path, stdout_allowed: bool = False,
-                   error: type[Exception] = ValueError) -> tuple[list[str], list[Path] | None]:
-    """The texts to speak (stripped, empty ones dropped) and where each goes (None for "-",
-    stdout, where `stdout_allowed`): the one rule of every synth entry point, which raises
-    its own `error` type when the call cannot be planned."""
-    texts = [text] if isinstance(text, str) else list(text)
-    texts = [t for t in (t.strip() for t in texts) if t]
-    if not texts:
-        raise error("no text to synthesize")
-    if stdout_allowed and str(out) == "-":
-        return texts, None
-    try:
-        return texts, synthesis_outputs(len(texts), Path(out))
-    except ValueError as err:
-        raise error(str(err)) from None
 
 
 @dataclass(frozen=True)
@@ -199,3 +176,62 @@ class RunDir:
     def create(self) -> None:
         for d in (self.root, self.checkpoints, self.samples, self.logs):
             d.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Every path of a feature store, the folder `voxtrain prepare --out` writes."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        """The audio and text settings the features were computed with (written first)."""
+        return self.root / "config.json"
+
+    @property
+    def shards(self) -> Path:
+        return self.root / "shards"
+
+    def shard_array(self, index: int, key: str) -> Path:
+        """One array (mel, pitch, energy, phonemes) of shard `index`: its clips, concatenated."""
+        return self.shards / f"shard_{index:05d}.{key}.npy"
+
+    def shard_meta(self, index: int) -> Path:
+        """Shard `index`'s clips, rejections and array checksums: its completion marker."""
+        return self.shards / f"shard_{index:05d}.json"
+
+    def shard_files(self) -> list[tuple[int, Path]]:
+        """(shard index, path) of every file of every shard on disk, finished or not."""
+        if not self.shards.is_dir():
+            return []
+        return sorted((int(m.group(1)), p) for p in self.shards.iterdir() if (m := SHARD_RE.match(p.name)))
+
+    @property
+    def symbols(self) -> Path:
+        return self.root / "symbols.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.jsonl"
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats.json"
+
+    @property
+    def rejected(self) -> Path:
+        return self.root / "rejected.tsv"
+
+    @property
+    def complete(self) -> Path:
+        """Written last of all: a store without it is incomplete (being prepared, or stopped)."""
+        return self.root / "COMPLETE"
+
+    @property
+    def prepare_lock(self) -> Path:
+        """Held by the one `voxtrain prepare` writing the store."""
+        return self.root / ".prepare.lock"

@@ -23,6 +23,7 @@ from typing import IO
 
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.atomic import write_text_atomic
+from voxtrain.errors import VoxtrainError
 
 
 def exclusive_lock(path: Path, attempts: int = 1, wait: float = 0.2) -> IO | None:
@@ -43,7 +44,7 @@ def exclusive_lock(path: Path, attempts: int = 1, wait: float = 0.2) -> IO | Non
     return None
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(VoxtrainError, RuntimeError):
     """Another live trainer holds this run directory."""
 
 

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import tempfile
-import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +42,7 @@ import numpy as np
 from voxtrain.artifacts.image import png_bytes, uint8_grey
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.records import EVAL, TRAIN, VAL, Event, MetricsWriter
+from voxtrain.artifacts.wav import write_wav
 from voxtrain.config import TrainingConfig
 
 if TYPE_CHECKING:
@@ -264,7 +264,7 @@ class _MLflow(_Tracker):
         self._artifact(f"images/{tag}", f"step_{step:07d}.png", lambda path: path.write_bytes(png_bytes(pixels)))
 
     def audio(self, tag: str, wav: np.ndarray, step: int, sample_rate: int) -> None:
-        self._artifact(f"audio/{tag}", f"step_{step:07d}.wav", lambda path: _write_wav(path, wav, sample_rate))
+        self._artifact(f"audio/{tag}", f"step_{step:07d}.wav", lambda path: write_wav(path, wav, sample_rate))
 
     def _artifact(self, folder: str, name: str, write: Callable[[Path], Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -282,13 +282,3 @@ def _hyperparameters(config: dict[str, Any], prefix: str = "") -> dict[str, bool
         else:
             flat[prefix + key] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
     return flat
-
-
-def _write_wav(path: Path, wav: np.ndarray, sample_rate: int) -> None:
-    """Mono 16-bit PCM."""
-    pcm = (np.clip(np.asarray(wav, dtype=np.float32), -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(sample_rate)
-        f.writeframes(pcm.tobytes())

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 TRAIN, VAL, EVAL, EVENT = "train", "val", "eval", "event"
+# The fields of an eval record that are not listening scores: what the evaluation covered and
+# cost. Every other numeric field is a score (`voxtrain.metrics.SCORES` names the known ones).
+EVAL_BOOKKEEPING = frozenset({"type", "time", "step", "seconds", "sentences", "texts", "errors", "refused"})
 
 
 def metric_source(metric: str) -> tuple[str, str]:
@@ -72,6 +75,12 @@ def number(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def eval_scores(record: dict) -> dict[str, float]:
+    """The listening scores of an eval record by name, NaN and Inf included (shown, not hidden)."""
+    scores = ((key, number(value)) for key, value in record.items() if key not in EVAL_BOOKKEEPING)
+    return {key: value for key, value in scores if value is not None}
 
 
 def step_of(record: dict) -> int | None:

@@ -1,4 +1,5 @@
-"""The on-disk feature store written by `voxtrain prepare` and read by training.
+"""The on-disk feature store written by `voxtrain prepare` and read by training. Every path
+of it is named in `voxtrain.artifacts.layout.StoreLayout`.
 
     OUT/
       config.json                    audio + text config of the features (written first)
@@ -39,7 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from voxtrain.artifacts.layout import StoreLayout
 from voxtrain.atomic import fsync_dir, write_atomic, write_json_atomic
+from voxtrain.errors import VoxtrainError
 
 # 2: shard .json and COMPLETE record each array's size and SHA-256. 1 (still read): sizes only.
 STORE_VERSION = 2
@@ -52,23 +55,11 @@ _EXTENTS = {"frames": ("frame_offset", "n_frames"), "phonemes": ("phoneme_offset
 log = logging.getLogger(__name__)
 
 
-class StoreError(RuntimeError):
+class StoreError(VoxtrainError, RuntimeError):
     """A feature store is missing, incomplete or inconsistent; the message says how to fix it."""
 
 
-def shard_name(index: int) -> str:
-    return f"shard_{index:05d}"
-
-
-def shard_array_path(shards_dir: Path, index: int, key: str) -> Path:
-    return shards_dir / f"{shard_name(index)}.{key}.npy"
-
-
-def shard_json_path(shards_dir: Path, index: int) -> Path:
-    return shards_dir / f"{shard_name(index)}.json"
-
-
-def write_shard(shards_dir: Path, index: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+def write_shard(layout: StoreLayout, index: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Write a shard's arrays, then its .json (the completion marker) last, recording each
     array file's size and SHA-256, hashed from the bytes in memory (no second read)."""
     files = {}
@@ -77,11 +68,11 @@ def write_shard(shards_dir: Path, index: int, arrays: dict[str, np.ndarray], met
         np.save(buffer, np.ascontiguousarray(arrays[key], dtype=dtype), allow_pickle=False)
         data = buffer.getbuffer()
         files[key] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        write_atomic(data, shard_array_path(shards_dir, index, key))
+        write_atomic(data, layout.shard_array(index, key))
         del data  # a BytesIO cannot be freed while a view of it exists
-    fsync_dir(shards_dir)
-    write_json_atomic(shard_json_path(shards_dir, index), {**meta, "files": files})
-    fsync_dir(shards_dir)
+    fsync_dir(layout.shards)
+    write_json_atomic(layout.shard_meta(index), {**meta, "files": files})
+    fsync_dir(layout.shards)
 
 
 def _npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
@@ -151,11 +142,11 @@ def array_problem(path: Path, key: str, rows: int, recorded: dict[str, Any] | No
     return ""
 
 
-def read_complete_shard(shards_dir: Path, index: int, signature: str) -> dict[str, Any] | None:
+def read_complete_shard(layout: StoreLayout, index: int, signature: str) -> dict[str, Any] | None:
     """The shard's metadata when it was finished for exactly these inputs and its arrays
     are intact (sizes and checksums), else None: then prepare computes it again."""
     try:
-        meta = json.loads(shard_json_path(shards_dir, index).read_text(encoding="utf-8"))
+        meta = json.loads(layout.shard_meta(index).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if meta.get("version") != STORE_VERSION or meta.get("signature") != signature:
@@ -166,7 +157,7 @@ def read_complete_shard(shards_dir: Path, index: int, signature: str) -> dict[st
     for key in SHARD_ARRAYS:
         rows = meta.get("n_phonemes") if key == "phonemes" else meta.get("n_frames")
         if not isinstance(files.get(key), dict) or array_problem(
-            shard_array_path(shards_dir, index, key), key, rows, files[key]
+            layout.shard_array(index, key), key, rows, files[key]
         ):
             return None
     return meta
@@ -221,18 +212,16 @@ class FeatureStore:
     uses), a lazy check would run again in every DataLoader worker, and a damaged shard
     would stop training somewhere in its first epoch instead of before it starts.
 
-    Cost (2-core AMD EPYC with SHA-NI): SHA-256 runs at ~1.5 GB/s on an idle core and fell
-    to ~350 MB/s (270 MB/s with the page cache evicted) with the cores shared; a 2,000-clip
-    store (82 MB) took 0.24-0.31 s, so an LJSpeech-sized one (~1.25 GB) takes ~1-4 s, or
-    its disk's read time when colder. A second open in the same process (pre-flight, then
-    the trainer) re-hashes nothing unless a file's size or mtime changed.
+    What the hashing costs is measured in docs/RUN_LAYOUT.md. A second open in the same
+    process (pre-flight, then the trainer) re-hashes nothing unless a file's size or mtime
+    changed.
     """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self.layout = StoreLayout(self.root)
         hint = FIX_HINT.format(root=self.root)
-        marker = self.root / "COMPLETE"
-        if not marker.is_file():
+        if not self.layout.complete.is_file():
             what = "does not exist" if not self.root.exists() else "is not a complete feature store"
             raise StoreError(f"{self.root} {what}; {hint}")
         configs = self._load(hint)
@@ -243,7 +232,6 @@ class FeatureStore:
                 f"{self.root}: manifest has {len(self.records)} clips, COMPLETE says "
                 f"{self.complete.get('clips')}; {hint}"
             )
-        self._shards_dir = self.root / "shards"
         self.integrity = self._verify(DAMAGE_HINT.format(root=self.root))
         self._splits = {
             name: [i for i, r in enumerate(self.records) if r["split"] == name] for name in ("train", "val")
@@ -257,19 +245,19 @@ class FeatureStore:
         from voxtrain.text import SymbolTable
 
         try:
-            self.complete = json.loads((self.root / "COMPLETE").read_text(encoding="utf-8"))
-            manifest = self.root / "manifest.jsonl"
+            self.complete = json.loads(self.layout.complete.read_text(encoding="utf-8"))
+            manifest = self.layout.manifest
             self.fingerprint: str = self.complete["fingerprint"]
             if file_sha256(manifest) != self.fingerprint:
                 raise StoreError(
                     f"{manifest} changed after prepare finished (its SHA-256 is not the fingerprint in "
-                    f"{self.root / 'COMPLETE'}); {DAMAGE_HINT.format(root=self.root)}"
+                    f"{self.layout.complete}); {DAMAGE_HINT.format(root=self.root)}"
                 )
             with open(manifest, encoding="utf-8") as f:
                 self.records: list[dict[str, Any]] = [json.loads(line) for line in f if line.strip()]
-            self.stats: dict[str, float] = json.loads((self.root / "stats.json").read_text(encoding="utf-8"))
-            configs = json.loads((self.root / "config.json").read_text(encoding="utf-8"))
-            self.symbols = SymbolTable.load(self.root / "symbols.json")
+            self.stats: dict[str, float] = json.loads(self.layout.stats.read_text(encoding="utf-8"))
+            configs = json.loads(self.layout.config.read_text(encoding="utf-8"))
+            self.symbols = SymbolTable.load(self.layout.symbols)
         except StoreError:
             raise
         except (OSError, ValueError, KeyError) as err:
@@ -279,16 +267,16 @@ class FeatureStore:
     def _verify(self, hint: str) -> dict[str, Any]:
         """Check every shard array the manifest uses; returns what was checked, and its cost."""
         t0 = time.perf_counter()
-        self._extents = manifest_extents(self.records, self.root / "manifest.jsonl", hint)
+        self._extents = manifest_extents(self.records, self.layout.manifest, hint)
         recorded = self.complete.get("shard_files")
         width = self.audio_config.get("n_mels")
         n_bytes = 0
         for shard, extent in sorted(self._extents.items()):
             for key in SHARD_ARRAYS:
-                path = shard_array_path(self._shards_dir, shard, key)
+                path = self.layout.shard_array(shard, key)
                 entry = recorded.get(path.name) if isinstance(recorded, dict) else None
                 if isinstance(recorded, dict) and not isinstance(entry, dict):
-                    raise StoreError(f"{self.root / 'COMPLETE'} records no size or checksum for {path}; {hint}")
+                    raise StoreError(f"{self.layout.complete} records no size or checksum for {path}; {hint}")
                 rows = extent["phonemes" if key == "phonemes" else "frames"]
                 problem = array_problem(path, key, rows, entry, width)
                 if problem:
@@ -338,7 +326,7 @@ class FeatureStore:
     def _map(self, shard: int, key: str) -> np.ndarray:
         # Verified at open; checked again here (cheaply) because a file replaced since then
         # would otherwise give short slices, silently.
-        path = shard_array_path(self._shards_dir, shard, key)
+        path = self.layout.shard_array(shard, key)
         rows = self._extents[shard]["phonemes" if key == "phonemes" else "frames"]
         try:
             array = np.load(path, mmap_mode="r")

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from voxtrain.artifacts.checkpoints import CheckpointError, load_state
+from voxtrain.artifacts.checkpoint_format import CheckpointError, load_state
 from voxtrain.artifacts.layout import export_sidecar
 from voxtrain.atomic import write_atomic, write_text_atomic
 

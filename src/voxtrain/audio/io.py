@@ -17,6 +17,7 @@ import soundfile as sf
 import soxr
 
 from voxtrain.config import AudioConfig
+from voxtrain.errors import VoxtrainError
 
 # soxr "HQ" is transparent for speech at a fraction of "VHQ"'s cost.
 RESAMPLE_QUALITY = "HQ"
@@ -74,7 +75,7 @@ def format_problem(ext: str, available: Mapping[str, Collection[str]] | None = N
     )
 
 
-class AudioError(Exception):
+class AudioError(VoxtrainError):
     """A clip that cannot be used. `reason` is one of `unreadable_audio`,
     `nonfinite_samples`, `empty_audio`; `detail` is a human explanation."""
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from voxtrain.cli.common import EXIT_FAILURE, ConfigOpt, SetOpt, app, cli_config, config_app, fail
+from voxtrain.cli.common import EXIT_FAILURE, ConfigOpt, SetOpt, app, cli_config, config_app
 
 
 @app.command("smoke-test")
@@ -29,10 +29,7 @@ def smoke_test(
         mark = {PASS: "ok", SKIP: "skipped"}.get(check.status, "FAILED")
         typer.echo(f"  {check.name}: {mark} ({check.seconds:.1f} s)", err=True)
 
-    try:
-        checks = run_smoke_test(workdir, keep=keep, on_check=progress)
-    except ValueError as err:
-        fail(str(err))
+    checks = run_smoke_test(workdir, keep=keep, on_check=progress)
     raise typer.Exit(0 if print_smoke(checks, workdir if keep else None) else EXIT_FAILURE)
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
+
+from voxtrain.errors import VoxtrainError
 
 if TYPE_CHECKING:  # the real imports stay inside the commands: `voxtrain --help` must not load torch
     from voxtrain.config import Config
@@ -15,7 +18,9 @@ if TYPE_CHECKING:  # the real imports stay inside the commands: `voxtrain --help
 # Exit codes, the same for every command:
 #   0    done;
 #   1    the command line was fine but the work failed: bad config contents, a missing or unreadable
-#        corpus, feature store, run or checkpoint, a refused file, a failed pre-flight;
+#        corpus, feature store, run or checkpoint, a refused file, a failed pre-flight. Every
+#        VoxtrainError a command lets out becomes `error: <message>` on stderr and exit 1, here
+#        in `_App` and nowhere else: commands do not catch voxtrain's errors to call `fail`;
 #   2    the command line itself is wrong, knowable from argv alone (click's own checks and ours:
 #        conflicting options, a malformed path suffix), so scripts can tell "fix the call" from "retry";
 #   3-5  `train` only: the engine's stop codes (3 non-finite loss, 4 no checkpoint could be saved,
@@ -24,7 +29,23 @@ if TYPE_CHECKING:  # the real imports stay inside the commands: `voxtrain --help
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
 
+
+class _App(TyperGroup):
+    """The root command: a VoxtrainError from any command is a runtime failure (exit 1).
+
+    Translated here, inside the command tree, so it holds however the app is started: the
+    `voxtrain` script, `python -m voxtrain`, or `app([...])` from Python.
+    """
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except VoxtrainError as err:
+            fail(str(err))
+
+
 app = typer.Typer(
+    cls=_App,
     no_args_is_help=True,
     help="Train FastSpeech2 + HiFi-GAN voices and run the trainings like production jobs.",
     pretty_exceptions_enable=False,
@@ -83,12 +104,9 @@ def usage_error(message: str, param: str) -> NoReturn:
 
 
 def cli_config(path: Path | None, overrides: list[str] | None) -> Config:
-    from voxtrain.config import ConfigError, load_config
+    from voxtrain.config import load_config
 
-    try:
-        return load_config(path, overrides or [])
-    except ConfigError as err:
-        fail(str(err))
+    return load_config(path, overrides or [])
 
 
 def require_run_dir(run: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from voxtrain.cli.common import EXIT_INTERRUPTED, ConfigOpt, SetOpt, app, cli_config, fail
+from voxtrain.cli.common import EXIT_INTERRUPTED, ConfigOpt, SetOpt, app, cli_config
 
 
 @app.command()
@@ -19,13 +19,11 @@ def prepare(
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: core count).")] = None,
 ) -> None:
     """Turn a corpus into a compact feature store (mel, pitch, energy, phoneme ids)."""
-    from voxtrain.data import PrepareError, prepare_corpus
+    from voxtrain.data import prepare_corpus
 
     cfg = cli_config(config, set_)
     try:
         report = prepare_corpus(corpus, out, cfg, workers=workers, progress=True)
-    except PrepareError as err:
-        fail(str(err))
     except KeyboardInterrupt:
         # Shards are written atomically and reused by the next run, so nothing finished is lost.
         typer.echo(
@@ -53,13 +51,10 @@ def make_corpus_cmd(
         help="espeak-ng voice, with an optional variant as another speaker (en-us+f3, en-us+m3).")] = "en-us",
 ) -> None:
     """Write a demo corpus spoken by a pretrained voice, from voxtrain's own sentence list."""
-    from voxtrain.demo_corpus import CorpusError, make_corpus
+    from voxtrain.demo_corpus import make_corpus
 
-    try:
-        summary = make_corpus(out, voice=voice, n_sentences=sentences, seed=seed, progress=True,
-                              speaker_shift=speaker_shift, keep_tempo=keep_tempo, degrade=degrade,
-                              espeak_voice=espeak_voice)
-    except CorpusError as err:
-        fail(str(err))
+    summary = make_corpus(out, voice=voice, n_sentences=sentences, seed=seed, progress=True,
+                          speaker_shift=speaker_shift, keep_tempo=keep_tempo, degrade=degrade,
+                          espeak_voice=espeak_voice)
     typer.echo(f"wrote {summary.n_clips} clips ({summary.seconds / 60:.1f} min, voice {summary.speaker}) to {out}")
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from voxtrain.cli.common import EXIT_FAILURE, app, fail, require_run_dir, usage_error
+from voxtrain.cli.common import EXIT_FAILURE, app, require_run_dir, usage_error
 
 
 @app.command()
@@ -83,18 +83,12 @@ def evaluate(
 ) -> None:
     """Listening scores (WER, DNSMOS, speaker similarity) of a checkpoint or of every checkpoint
     of a run, with the ceiling and floor measured on the same sentences (needs the eval extra)."""
-    from voxtrain.listening import ListeningUnavailable, SentenceError
     from voxtrain.ops.evaluation import evaluate as run_evaluation
     from voxtrain.ops.evaluation import print_evaluation
-    from voxtrain.synth import SynthError
-    from voxtrain.vocoder import VocoderError
 
     if not target.exists():
         usage_error(f"{target} does not exist", "target")
-    try:
-        result = run_evaluation(target, sentences, features, corpus, vocoder_path=vocoder_path)
-    except (ListeningUnavailable, SentenceError, SynthError, VocoderError, FileNotFoundError) as err:
-        fail(str(err))
+    result = run_evaluation(target, sentences, features, corpus, vocoder_path=vocoder_path)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=1))
     else:

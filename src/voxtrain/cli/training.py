@@ -12,6 +12,7 @@ import typer
 from voxtrain.cli.common import EXIT_FAILURE, ConfigOpt, SetOpt, app, cli_config, fail, setup_logging
 
 if TYPE_CHECKING:
+    from voxtrain.train.engine import TrainResult
     from voxtrain.train.session import TrainOptions
 
 FeaturesOpt = Annotated[Path, typer.Option("--features", "-f", help="Feature store written by `prepare`.")]
@@ -46,21 +47,15 @@ def train(
     verbose: bool = False,
 ) -> None:
     """Train (or resume, or fine-tune) to a stage target; SIGTERM/Ctrl-C saves and exits cleanly."""
-    from voxtrain.ops.preflight import failed_rows, print_preflight, run_preflight
+    from voxtrain.ops.preflight import run_preflight
 
     cfg = cli_config(config, _overrides(set_, new_symbols))
     # Under `accelerate launch` / torchrun every rank runs this command; rank 0 speaks for all.
     is_rank0 = int(os.environ.get("RANK", "0")) == 0
     if is_rank0:
-        checks = run_preflight(cfg, features, run, init_from, skip_mismatched)
-        if not print_preflight(checks):
-            fail(f"pre-flight failed: fix these rows, then run the same command again\n{failed_rows(checks)}")
-    if is_rank0 and sys.stdin.isatty() and not yes and not typer.confirm("Start training?", default=True):
-        typer.echo("not started", err=True)
-        raise typer.Exit(EXIT_FAILURE)
+        confirm_start(run_preflight(cfg, features, run, init_from, skip_mismatched), "Start training?", yes)
     if detach:
-        # argv after `train`: the child re-runs this very command in the foreground.
-        _launch_in_background(sys.argv[2:], run)
+        launch_in_background(run)
         return
     from voxtrain.train.session import TrainOptions
 
@@ -71,12 +66,24 @@ def train(
     )
 
 
-def _launch_in_background(train_argv: list[str], run: Path) -> None:
+def confirm_start(checks: list, question: str, yes: bool) -> None:
+    """Print the pre-flight table; stop on a FAIL row, and ask before a start at a terminal."""
+    from voxtrain.ops.preflight import failed_rows, print_preflight
+
+    if not print_preflight(checks):
+        fail(f"pre-flight failed: fix these rows, then run the same command again\n{failed_rows(checks)}")
+    if sys.stdin.isatty() and not yes and not typer.confirm(question, default=True):
+        typer.echo("not started", err=True)
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def launch_in_background(run: Path) -> None:
+    """Re-run this very command line (`train` or `train-vocoder`) detached, in the foreground there."""
     from voxtrain.artifacts.layout import RunDir
     from voxtrain.ops.launcher import launch_detached, tail
 
     try:
-        launch = launch_detached(train_argv, RunDir(run))
+        launch = launch_detached(sys.argv[1:], RunDir(run))
     except RuntimeError as err:
         fail(str(err))
     if launch.exited is not None:
@@ -92,24 +99,28 @@ def _launch_in_background(train_argv: list[str], run: Path) -> None:
     )
 
 
-def _train_in_foreground(opts: TrainOptions, verbose: bool, is_rank0: bool) -> NoReturn:
+def start_logging(run: Path, verbose: bool, is_rank0: bool = True) -> None:
+    """The console, and (rank 0 in the foreground) a new log file in RUN/logs/."""
     from voxtrain.artifacts.layout import RunDir
-    from voxtrain.artifacts.lock import RunLockedError
-    from voxtrain.artifacts.store import StoreError
     from voxtrain.ops.launcher import DETACHED_ENV
-    from voxtrain.train.engine import train as run_training
-    from voxtrain.train.session import SessionError
 
     # A detached child's stdout already is its log file: a second log would double every line.
     is_child = os.environ.get(DETACHED_ENV) == "1"
-    setup_logging(verbose, RunDir(opts.run_dir).new_log_file() if is_rank0 and not is_child else None)
-    try:
-        result = run_training(opts)
-    except (StoreError, SessionError, RunLockedError) as err:
-        fail(str(err))
+    setup_logging(verbose, RunDir(run).new_log_file() if is_rank0 and not is_child else None)
+
+
+def finish(result: TrainResult) -> NoReturn:
+    """The harness's exit code, with its reason on stderr when the run did not end well."""
     if result.exit_code:
         typer.secho(result.reason, fg=typer.colors.RED, err=True)
     raise typer.Exit(result.exit_code)
+
+
+def _train_in_foreground(opts: TrainOptions, verbose: bool, is_rank0: bool) -> NoReturn:
+    from voxtrain.train.acoustic import train as run_training
+
+    start_logging(opts.run_dir, verbose, is_rank0)
+    finish(run_training(opts))
 
 
 @app.command()

@@ -1,14 +1,15 @@
-"""`train-vocoder`: fine-tune the HiFi-GAN generator to a new speaker."""
+"""`train-vocoder`: fine-tune the HiFi-GAN generator to a new speaker, on the same harness as `train`."""
 
 from __future__ import annotations
 
-import sys
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from voxtrain.cli.common import EXIT_FAILURE, ConfigOpt, SetOpt, app, cli_config, fail, setup_logging
+from voxtrain.cli.common import ConfigOpt, SetOpt, app, cli_config
+from voxtrain.cli.training import confirm_start, finish, launch_in_background, start_logging
 
 
 @app.command("train-vocoder")
@@ -24,31 +25,31 @@ def train_vocoder(
     until_step: Annotated[
         int | None, typer.Option(help="Stop this invocation at this step (a stage target).")
     ] = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background; log to RUN/logs/.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     verbose: bool = False,
 ) -> None:
     """Fine-tune the HiFi-GAN generator on the acoustic model's teacher-forced mels of the corpus;
     the best generator goes to RUN/checkpoints/generator_best.pt, and the whole voice (the acoustic
     model, its sidecar naming that generator) to RUN/checkpoints/best.safetensors for synth/export.
-    SIGTERM/Ctrl-C saves and exits cleanly; the same command resumes exactly."""
+    SIGTERM/Ctrl-C (or `voxtrain stop`) saves and exits cleanly; the same command resumes exactly."""
+    from voxtrain.ops.preflight import run_vocoder_preflight
+
     cfg = cli_config(config, set_)
-    if sys.stdin.isatty() and not yes and not typer.confirm("Start the vocoder fine-tune?", default=True):
-        typer.echo("not started", err=True)
-        raise typer.Exit(EXIT_FAILURE)
+    # Under `accelerate launch` / torchrun every rank runs this command; rank 0 speaks for all.
+    is_rank0 = int(os.environ.get("RANK", "0")) == 0
+    if is_rank0:
+        checks = run_vocoder_preflight(cfg, checkpoint, features, corpus, run)
+        confirm_start(checks, "Start the vocoder fine-tune?", yes)
+    if detach:
+        launch_in_background(run)
+        return
     from voxtrain.artifacts.layout import RunDir
-    from voxtrain.artifacts.lock import RunLockedError
-    from voxtrain.artifacts.store import StoreError
-    from voxtrain.vocoder_training import VocoderTrainingError
     from voxtrain.vocoder_training import train_vocoder as run_fine_tune
 
-    setup_logging(verbose, RunDir(run).new_log_file())
-    try:
-        result = run_fine_tune(checkpoint, features, corpus, run, cfg, until_step)
-    except (StoreError, VocoderTrainingError, RunLockedError) as err:
-        fail(str(err))
-    if result.exit_code:
-        typer.secho(result.reason, fg=typer.colors.RED, err=True)
-    elif result.best_step is not None:
+    start_logging(run, verbose, is_rank0)
+    result = run_fine_tune(checkpoint, features, corpus, run, cfg, until_step)
+    if not result.exit_code and result.best_step is not None:
         typer.echo(f"best generator: step {result.best_step}, val_mel {result.best_val_mel:.4f} -> "
                    f"{RunDir(run).vocoder_export}")
-    raise typer.Exit(result.exit_code)
+    finish(result)

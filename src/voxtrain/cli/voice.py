@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from voxtrain.cli.common import app, fail, usage_error
+from voxtrain.inference.plan import FOREIGN_TEXT_DEFAULT
 
 
 @app.command()
@@ -26,7 +27,7 @@ def synth(
     foreign_text: Annotated[
         str, typer.Option(help="Letters outside the voice's language (e.g. Japanese for an English voice): "
                                "spell (espeak reads their names), drop, or refuse. Always named in a warning.")
-    ] = "spell",
+    ] = FOREIGN_TEXT_DEFAULT,
     engine: Annotated[str, typer.Option(help="torch, or onnx: onnxruntime (no torch) on an `export --onnx` "
                                              "voice given as --checkpoint VOICE.onnx (HiFi-GAN built in).")] = "torch",
     stream: Annotated[bool, typer.Option("--stream", help="Write audio chunk by chunk as it is made (HiFi-GAN): "
@@ -49,25 +50,12 @@ def synth(
         texts = [line for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
         texts = [text]
-    if engine == "onnx":  # imported alone: the onnx engine runs without torch
-        from voxtrain.export.engine import OnnxVoiceError, synthesize_onnx, synthesize_onnx_stream
+    from voxtrain.inference.entry import synthesize, synthesize_stream  # torch loads only for engine torch
 
-        try:
-            result = (synthesize_onnx_stream if stream else synthesize_onnx)(texts, checkpoint, out, pace, None,
-                                                                              foreign_text)
-        except OnnxVoiceError as err:
-            fail(str(err))
-    else:
-        from voxtrain.synth import SynthError, synthesize, synthesize_stream
-        from voxtrain.vocoder import VocoderError
-
-        try:
-            result = (synthesize_stream(texts, checkpoint, out, vocoder_path, pace, precision=precision,
-                                        foreign_text=foreign_text) if stream else
-                      synthesize(texts, checkpoint, out, vocoder, vocoder_path, pace, precision=precision,
-                                 foreign_text=foreign_text))
-        except (SynthError, VocoderError) as err:
-            fail(str(err))
+    result = (synthesize_stream(texts, checkpoint, out, vocoder_path, pace, precision=precision,
+                                foreign_text=foreign_text, engine=engine) if stream else
+              synthesize(texts, checkpoint, out, vocoder, vocoder_path, pace, precision=precision,
+                         foreign_text=foreign_text, engine=engine))
     for item in result:
         if stream:  # (where, stats), told on stderr: stdout may be the audio itself
             typer.echo(item[1].describe(item[0]), err=True)
@@ -88,7 +76,6 @@ def export(
                                               "`synth --engine onnx --stream` needs (piper does not).")] = True,
 ) -> None:
     """Export inference weights (safetensors + JSON with config and symbols) that `synth` loads."""
-    from voxtrain.artifacts.checkpoints import CheckpointError
     from voxtrain.artifacts.layout import export_sidecar
     from voxtrain.artifacts.weights import export_checkpoint
 
@@ -97,18 +84,12 @@ def export(
     if onnx:
         if out.suffix != ".onnx" or fp16:
             usage_error(f"{out}: an --onnx export must end in .onnx and is fp32 (no --fp16)", param="'OUT'")
-        from voxtrain.export.onnx import ExportError, export_onnx_voice
+        from voxtrain.export.onnx import export_onnx_voice
 
-        try:
-            typer.echo(export_onnx_voice(checkpoint, out, vocoder_path, stream=stream).describe())
-        except ExportError as err:
-            fail(str(err))
+        typer.echo(export_onnx_voice(checkpoint, out, vocoder_path, stream=stream).describe())
         return
     if out.suffix != ".safetensors":
         usage_error(f"{out}: the export must end in .safetensors", param="'OUT'")
-    try:
-        export_checkpoint(checkpoint, out, fp16=fp16)
-    except CheckpointError as err:
-        fail(str(err))
+    export_checkpoint(checkpoint, out, fp16=fp16)
     typer.echo(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB) and {export_sidecar(out).name}")
 

@@ -15,7 +15,6 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from voxtrain.config.base import ConfigError, _Section
 from voxtrain.config.scoring import (
-    SCORE_METRICS,
     EarlyStopConfig,
     EvaluationConfig,
     TargetSpec,
@@ -37,7 +36,7 @@ from voxtrain.config.sections import (
 from voxtrain.config.vocoder import VocoderTrainingConfig
 
 __all__ = [
-    "SCORE_METRICS", "TRAINING_BEHAVIOUR_FIELDS", "AlignerConfig", "AudioConfig", "CheckpointConfig", "Config",
+    "TRAINING_BEHAVIOUR_FIELDS", "AlignerConfig", "AudioConfig", "CheckpointConfig", "Config",
     "ConfigError", "DataConfig", "EarlyStopConfig", "EvaluationConfig", "FinetuneConfig", "LossWeights",
     "ModelConfig", "TargetSpec", "TextConfig", "TrainingConfig", "VocoderTrainingConfig", "apply_overrides",
     "config_from_dict", "load_config", "metric_direction", "metric_scorer",

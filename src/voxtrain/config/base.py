@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from voxtrain.errors import VoxtrainError
 
-class ConfigError(ValueError):
+
+class ConfigError(VoxtrainError, ValueError):
     """A configuration file or override is invalid; the message says where and why."""
 
 

@@ -8,13 +8,13 @@ from pydantic import Field, model_validator
 
 from voxtrain.config.base import _Section
 from voxtrain.metrics import (  # noqa: F401  (re-exported: the config's vocabulary)
-    SCORE_METRICS,
     VALIDATION_TERMS,
     Direction,
     Scorer,
     metric_direction,
     metric_names,
     metric_scorer,
+    scorer_summary,
 )
 
 
@@ -39,8 +39,7 @@ class EvaluationConfig(_Section):
     )
     scorers: list[Scorer] = Field(
         default_factory=lambda: ["asr", "dnsmos", "speaker"],
-        description="Scorers to run: asr (wer, cer), dnsmos (dnsmos_ovrl, dnsmos_sig, dnsmos_bak), "
-        "speaker (similarity).",
+        description=f"Scorers to run: {scorer_summary()}.",
     )
     reference_clips: int = Field(
         8, ge=1, description="Validation clips whose copy-synthesis makes the speaker reference (centroid)."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from voxtrain.config.base import _Section
@@ -42,6 +44,15 @@ class VocoderTrainingConfig(_Section):
     )
     save_every: int = Field(200, ge=1, description="Steps between checkpoints.")
     seed: int = Field(1234, description="Seed of the segment order and positions.")
+    grad_clip: float = Field(
+        0.0, ge=0, description="Max global gradient norm (0: measured, never clipped, as HiFi-GAN trains)."
+    )
+    max_nonfinite_steps: int = Field(
+        20, ge=1, description="Consecutive NaN/Inf steps (each skipped) after which the run saves and stops."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp32: the generator was made and measured in it; auto = bf16 where supported."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> VocoderTrainingConfig:

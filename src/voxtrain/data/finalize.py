@@ -1,5 +1,5 @@
 """Store-level files written once every shard is done: split, statistics, manifest,
-rejected.tsv, symbols/audio config, and COMPLETE last of all.
+rejected clips, symbols, and the completion marker last of all (paths: `StoreLayout`).
 
 Everything here is a pure function of the shards' content (never of worker count,
 timing, or which shards a resumed run reused), so an interrupted-and-resumed prepare
@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from voxtrain.artifacts.store import SHARD_ARRAYS, STORE_VERSION, file_sha256, shard_array_path
+from voxtrain.artifacts.layout import StoreLayout
+from voxtrain.artifacts.store import SHARD_ARRAYS, STORE_VERSION, file_sha256
 from voxtrain.atomic import write_atomic, write_json_atomic
 from voxtrain.config import Config
 
@@ -64,7 +65,7 @@ class _Moments:
         return mean, std if std > 0 else 1.0, self.lo, self.hi
 
 
-def compute_stats(shards_dir: Path, metas: list[dict[str, Any]], val: set[str]) -> dict[str, float]:
+def compute_stats(layout: StoreLayout, metas: list[dict[str, Any]], val: set[str]) -> dict[str, float]:
     """Pitch (frames with pitch > 0) and energy moments over the training split only, so
     validation clips stay unseen, plus durations."""
     pitch, energy = _Moments(), _Moments()
@@ -75,8 +76,8 @@ def compute_stats(shards_dir: Path, metas: list[dict[str, Any]], val: set[str]) 
             seconds["val" if c["id"] in val else "train"] += c["seconds"]
         if not train:
             continue
-        p_all = np.load(shard_array_path(shards_dir, meta["shard"], "pitch"), mmap_mode="r")
-        e_all = np.load(shard_array_path(shards_dir, meta["shard"], "energy"), mmap_mode="r")
+        p_all = np.load(layout.shard_array(meta["shard"], "pitch"), mmap_mode="r")
+        e_all = np.load(layout.shard_array(meta["shard"], "energy"), mmap_mode="r")
         for c in train:
             sl = slice(c["frame_offset"], c["frame_offset"] + c["n_frames"])
             p = np.asarray(p_all[sl])
@@ -112,16 +113,16 @@ def write_rejected(path: Path, metas: list[dict[str, Any]]) -> None:
     write_atomic(("\n".join(lines) + "\n").encode("utf-8"), path)
 
 
-def shard_files(shards_dir: Path, metas: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def shard_files(layout: StoreLayout, metas: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Size and SHA-256 of every shard array, by file name, as each shard's .json recorded
     them when the arrays were written; COMPLETE carries them for FeatureStore to verify."""
     return {
-        shard_array_path(shards_dir, m["shard"], key).name: m["files"][key] for m in metas for key in SHARD_ARRAYS
+        layout.shard_array(m["shard"], key).name: m["files"][key] for m in metas for key in SHARD_ARRAYS
     }
 
 
 def finalize_store(
-    out_dir: Path,
+    layout: StoreLayout,
     metas: list[dict[str, Any]],
     config: Config,
     symbols: Any,
@@ -130,12 +131,11 @@ def finalize_store(
 ) -> dict[str, Any]:
     """Write every store-level file; COMPLETE only when there is at least one clip.
     `notes` (what reading metadata.csv assumed) lead the warnings."""
-    shards_dir = out_dir / "shards"
-    write_rejected(out_dir / "rejected.tsv", metas)
+    write_rejected(layout.rejected, metas)
     clips = [(m["shard"], c) for m in metas for c in m["clips"]]
     val, warnings = split_ids([c["id"] for _, c in clips], config.data.val_size, config.data.split_seed)
     warnings = list(notes) + warnings
-    stats = compute_stats(shards_dir, metas, val)
+    stats = compute_stats(layout, metas, val)
     if clips and stats["voiced_train_frames"] == 0:
         warnings.append("no voiced frame in the training clips: pitch statistics are placeholders (0, 1)")
     lines = []
@@ -156,10 +156,9 @@ def finalize_store(
             "phoneme_offset": c["phoneme_offset"],
         }
         lines.append(json.dumps(record, ensure_ascii=False))
-    manifest = out_dir / "manifest.jsonl"
-    write_atomic("".join(line + "\n" for line in lines).encode("utf-8"), manifest)
-    write_json_atomic(out_dir / "stats.json", stats)
-    symbols.save(out_dir / "symbols.json")
+    write_atomic("".join(line + "\n" for line in lines).encode("utf-8"), layout.manifest)
+    write_json_atomic(layout.stats, stats)
+    symbols.save(layout.symbols)
     summary = {
         "version": STORE_VERSION,
         "clips": len(clips),
@@ -167,10 +166,10 @@ def finalize_store(
         "val_clips": len(val),
         "rejected": sum(len(m["rejected"]) for m in metas),
         "hours": stats["hours"],
-        "fingerprint": file_sha256(manifest),
+        "fingerprint": file_sha256(layout.manifest),
         "warnings": warnings,
-        "shard_files": shard_files(shards_dir, metas),
+        "shard_files": shard_files(layout, metas),
     }
     if clips:
-        write_json_atomic(out_dir / "COMPLETE", summary)
+        write_json_atomic(layout.complete, summary)
     return summary

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from voxtrain.errors import VoxtrainError
+
 # The keys of voxtrain.audio.io.AUDIO_FORMATS, in the same order (a test holds them equal).
 # Not imported from there: this module is imported with the feature store, which training
 # workers load without soundfile and the rest of the audio stack.
@@ -30,7 +32,7 @@ LJSPEECH_LAYOUT = (
 TWO_COLUMNS, LJSPEECH, SPEAKER = "id|text", "id|text|normalized_text", "id|speaker|text"
 
 
-class PrepareError(RuntimeError):
+class PrepareError(VoxtrainError, RuntimeError):
     """The corpus folder is unusable, or nothing usable is left after validation."""
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voxtrain.artifacts.layout import StoreLayout
 from voxtrain.artifacts.store import write_shard
 from voxtrain.config import Config
 from voxtrain.data.metadata import Entry
@@ -104,7 +105,7 @@ def chunk_size(n_candidates: int, workers: int) -> int:
 
 def run_jobs(
     jobs: list[ShardJob],
-    out_dir: Path,
+    layout: StoreLayout,
     wavs_dir: Path,
     config: Config,
     symbols: SymbolTable,
@@ -114,14 +115,14 @@ def run_jobs(
 ) -> None:
     """Compute every clip of `jobs` in a process pool; write each shard once all its clips are in.
     `done` clips (of reused shards) count as finished on the progress bar from the start."""
-    shards_dir, n_mels = out_dir / "shards", config.audio.n_mels
+    n_mels = config.audio.n_mels
     tasks = _chunk_tasks(jobs, wavs_dir, workers)
     total = done + sum(len(j.entries) for j in jobs)
     # Entries rejected while parsing need no worker: they count as done from the start.
     done = total - sum(len(t.entries) for t in tasks)
     for job in jobs:
         if job.pending == 0:
-            _write_job_shard(job, shards_dir, n_mels)
+            _write_job_shard(job, layout, n_mels)
     if not tasks:
         return
     executor = ProcessPoolExecutor(
@@ -138,7 +139,7 @@ def run_jobs(
             futures = {executor.submit(process_chunk, t): t for t in tasks}
         # Every task is submitted (so every fork happens) before the bar's thread starts.
         clips.start(total, done)
-        _gather(futures, {j.index: j for j in jobs}, shards_dir, n_mels, clips)
+        _gather(futures, {j.index: j for j in jobs}, layout, n_mels, clips)
         executor.shutdown(wait=True)
     except BaseException:
         _terminate(executor)
@@ -163,14 +164,14 @@ def _chunk_tasks(jobs: list[ShardJob], wavs_dir: Path, workers: int) -> list[Chu
     return tasks
 
 
-def _write_job_shard(job: ShardJob, shards_dir: Path, n_mels: int) -> None:
+def _write_job_shard(job: ShardJob, layout: StoreLayout, n_mels: int) -> None:
     arrays, meta = assemble_shard(job.index, job.signature, job.entries, job.results, n_mels)
-    write_shard(shards_dir, job.index, arrays, meta)
+    write_shard(layout, job.index, arrays, meta)
     job.results.clear()  # the shard is on disk; free its features
 
 
 def _gather(
-    futures: dict[Future, ChunkTask], by_index: dict[int, ShardJob], shards_dir: Path, n_mels: int,
+    futures: dict[Future, ChunkTask], by_index: dict[int, ShardJob], layout: StoreLayout, n_mels: int,
     clips: _ClipProgress,
 ) -> None:
     """Collect task results as they finish, writing each shard when its last task is in."""
@@ -190,7 +191,7 @@ def _gather(
             job.results.update((r["line"], r) for r in results)
             job.pending -= 1
             if job.pending == 0:
-                _write_job_shard(job, shards_dir, n_mels)
+                _write_job_shard(job, layout, n_mels)
             clips.advance(len(task.entries))
 
 

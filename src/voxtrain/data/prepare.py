@@ -2,8 +2,8 @@
 
 Steps: check the folder, parse metadata.csv line by line (bad lines become rejections),
 compute features shard by shard in a process pool (finished shards of an interrupted
-run are reused), split train/val, then write statistics, the manifest, rejected.tsv
-and finally COMPLETE. See store.py for the layout.
+run are reused), split train/val, then write statistics, the manifest, the rejected
+clips and finally the completion marker. Paths: `StoreLayout`; contents: store.py.
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voxtrain.artifacts.layout import StoreLayout
 from voxtrain.artifacts.lock import exclusive_lock
-from voxtrain.artifacts.store import (
-    STORE_VERSION,
-    read_complete_shard,
-    shard_json_path,
-)
+from voxtrain.artifacts.store import STORE_VERSION, read_complete_shard
 from voxtrain.atomic import remove_temp_files, write_json_atomic
 from voxtrain.config import Config
 from voxtrain.data.finalize import finalize_store
@@ -79,9 +76,9 @@ def _feature_config(config: Config) -> dict[str, Any]:
     return {"audio": config.audio.model_dump(mode="json"), "text": config.text.model_dump(mode="json")}
 
 
-def _check_out_config(out_dir: Path, wanted: dict[str, Any]) -> None:
+def _check_out_config(layout: StoreLayout, wanted: dict[str, Any]) -> None:
     """Refuse to add features computed with other settings to an existing store."""
-    path = out_dir / "config.json"
+    path = layout.config
     if not path.is_file():
         write_json_atomic(path, wanted)
         return
@@ -98,14 +95,14 @@ def _check_out_config(out_dir: Path, wanted: dict[str, Any]) -> None:
             if old.get(key) != new.get(key):
                 diffs.append(f"{section}.{key}: {old.get(key)!r} (stored) vs {new.get(key)!r} (now)")
     raise PrepareError(
-        f"{out_dir} holds features made with different settings, refusing to mix them:\n  "
-        + "\n  ".join(diffs or ["unreadable config.json"])
-        + f"\nUse another --out folder, or delete {out_dir} to start over."
+        f"{layout.root} holds features made with different settings, refusing to mix them:\n  "
+        + "\n  ".join(diffs or [f"unreadable {path.name}"])
+        + f"\nUse another --out folder, or delete {layout.root} to start over."
     )
 
 
 @contextlib.contextmanager
-def _store_lock(out_dir: Path) -> Iterator[None]:
+def _store_lock(layout: StoreLayout) -> Iterator[None]:
     """One writer per store: a second prepare into the same folder fails instead of racing.
 
     A POSIX lock, like the run lock: it belongs to this process alone, so forked workers never
@@ -113,9 +110,9 @@ def _store_lock(out_dir: Path) -> Iterator[None]:
     any descriptor of the lock file in this process drops the lock, so nothing else here
     opens it while it is held.
     """
-    lock = exclusive_lock(out_dir / ".prepare.lock")
+    lock = exclusive_lock(layout.prepare_lock)
     if lock is None:
-        raise PrepareError(f"another `voxtrain prepare` is writing to {out_dir}; wait for it to finish")
+        raise PrepareError(f"another `voxtrain prepare` is writing to {layout.root}; wait for it to finish")
     try:
         yield
     finally:
@@ -156,23 +153,22 @@ def prepare_corpus(
     # Read before out_dir is touched: a refused metadata.csv must leave an existing store whole.
     metadata = read_metadata(corpus_dir)
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shards_dir, wavs_dir = out_dir / "shards", corpus_dir / "wavs"
-    shards_dir.mkdir(exist_ok=True)
-    with _store_lock(out_dir):
+    layout, wavs_dir = StoreLayout(out_dir), corpus_dir / "wavs"
+    layout.shards.mkdir(parents=True, exist_ok=True)
+    with _store_lock(layout):
         feature_config = _feature_config(config)
-        _check_out_config(out_dir, feature_config)  # before touching anything of a store we refuse
-        # Until the new COMPLETE is written the store is being rebuilt, not complete.
-        (out_dir / "COMPLETE").unlink(missing_ok=True)
-        remove_temp_files(out_dir)
-        remove_temp_files(shards_dir)
+        _check_out_config(layout, feature_config)  # before touching anything of a store we refuse
+        # Until the new completion marker is written the store is being rebuilt, not complete.
+        layout.complete.unlink(missing_ok=True)
+        remove_temp_files(layout.root)
+        remove_temp_files(layout.shards)
         symbols, settings = _symbols_and_settings(feature_config)
-        plan = _plan_shards(metadata.entries, wavs_dir, shards_dir, config.data.shard_size, settings)
+        plan = _plan_shards(metadata.entries, wavs_dir, layout, config.data.shard_size, settings)
         bar = progress_bar(progress)
-        run_jobs(plan.jobs, out_dir, wavs_dir, config, symbols, workers, bar, plan.reused_entries)
-        metas = _shard_metas(plan, shards_dir)
-        summary = finalize_store(out_dir, metas, config, symbols, feature_config, metadata.warnings)
-    return _build_report(summary, metas, plan, corpus_dir, out_dir, t0)
+        run_jobs(plan.jobs, layout, wavs_dir, config, symbols, workers, bar, plan.reused_entries)
+        metas = _shard_metas(plan, layout)
+        summary = finalize_store(layout, metas, config, symbols, feature_config, metadata.warnings)
+    return _build_report(summary, metas, plan, corpus_dir, layout, t0)
 
 
 def _symbols_and_settings(feature_config: dict[str, Any]) -> tuple[SymbolTable, str]:
@@ -195,7 +191,7 @@ class _ShardPlan:
     reused_entries: int
 
 
-def _plan_shards(entries: list[Entry], wavs_dir: Path, shards_dir: Path, size: int, settings: str) -> _ShardPlan:
+def _plan_shards(entries: list[Entry], wavs_dir: Path, layout: StoreLayout, size: int, settings: str) -> _ShardPlan:
     """Cut the entries into shards; a shard an earlier run finished with the same signature is
     reused, every other one becomes a job (and its stale files go)."""
     n_shards = (len(entries) + size - 1) // size
@@ -203,53 +199,53 @@ def _plan_shards(entries: list[Entry], wavs_dir: Path, shards_dir: Path, size: i
     for k in range(n_shards):
         shard_entries = tuple(entries[k * size : (k + 1) * size])
         sig = _signature(shard_entries, wavs_dir, settings)
-        meta = read_complete_shard(shards_dir, k, sig)
+        meta = read_complete_shard(layout, k, sig)
         if meta is not None:
             plan.reused[k] = meta
             plan.reused_entries += len(shard_entries)
         else:
-            shard_json_path(shards_dir, k).unlink(missing_ok=True)
+            layout.shard_meta(k).unlink(missing_ok=True)
             plan.jobs.append(ShardJob(k, sig, shard_entries))
-    _remove_stale_shards(shards_dir, n_shards)
+    _remove_stale_shards(layout, n_shards)
     return plan
 
 
-def _shard_metas(plan: _ShardPlan, shards_dir: Path) -> list[dict[str, Any]]:
+def _shard_metas(plan: _ShardPlan, layout: StoreLayout) -> list[dict[str, Any]]:
     """Metadata of every shard in order, the computed ones read back from disk."""
     metas = dict(plan.reused)
     for job in plan.jobs:
-        metas[job.index] = read_complete_shard(shards_dir, job.index, job.signature)
+        metas[job.index] = read_complete_shard(layout, job.index, job.signature)
         if metas[job.index] is None:
             raise RuntimeError(f"shard {job.index} was not written completely; rerun prepare to resume")
     return [metas[k] for k in range(plan.n_shards)]
 
 
 def _build_report(
-    summary: dict[str, Any], metas: list[dict[str, Any]], plan: _ShardPlan, corpus_dir: Path, out_dir: Path, t0: float
+    summary: dict[str, Any], metas: list[dict[str, Any]], plan: _ShardPlan, corpus_dir: Path, layout: StoreLayout,
+    t0: float,
 ) -> PrepareReport:
     rejected_by_reason = dict(sorted(Counter(r["reason"] for m in metas for r in m["rejected"]).items()))
     if summary["clips"] == 0:
         counts = ", ".join(f"{k}: {v}" for k, v in rejected_by_reason.items()) or "metadata.csv has no entries"
-        raise PrepareError(f"no usable clip in {corpus_dir} ({counts}); every line and why: {out_dir / 'rejected.tsv'}")
+        raise PrepareError(f"no usable clip in {corpus_dir} ({counts}); every line and why: {layout.rejected}")
     return PrepareReport(
         kept=summary["clips"],
         rejected_by_reason=rejected_by_reason,
         hours=summary["hours"],
         seconds_wall=time.monotonic() - t0,
-        out_dir=out_dir,
+        out_dir=layout.root,
         n_train=summary["train_clips"],
         n_val=summary["val_clips"],
         shards_total=plan.n_shards,
         shards_reused=plan.n_shards - len(plan.jobs),
         fingerprint=summary["fingerprint"],
-        rejected_path=out_dir / "rejected.tsv",
+        rejected_path=layout.rejected,
         warnings=summary["warnings"],
     )
 
 
-def _remove_stale_shards(shards_dir: Path, n_shards: int) -> None:
+def _remove_stale_shards(layout: StoreLayout, n_shards: int) -> None:
     """Shards past the end of a metadata.csv that shrank are not part of this store."""
-    for p in shards_dir.glob("shard_*"):
-        number = p.name[len("shard_") :].split(".", 1)[0]
-        if number.isdigit() and int(number) >= n_shards:
-            p.unlink(missing_ok=True)
+    for index, path in layout.shard_files():
+        if index >= n_shards:
+            path.unlink(missing_ok=True)

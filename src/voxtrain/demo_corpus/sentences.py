@@ -5,12 +5,14 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from voxtrain.errors import VoxtrainError
+
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 SENTENCES_PATH = RESOURCES / "sentences.txt"
 HELDOUT_PATH = RESOURCES / "heldout_sentences.txt"
 
 
-class CorpusError(RuntimeError):
+class CorpusError(VoxtrainError, RuntimeError):
     """The corpus cannot be made; the message says why and what to do."""
 
 

@@ -3,11 +3,11 @@
 The acoustic model and HiFi-GAN are traced together (export.graph.PiperGraph) with
 dynamic lengths, then held to PyTorch before anything is written: onnxruntime and PyTorch
 (both fp32) speak a few sentences, fed as piper feeds the graph (a pad between ids) and
-as voxtrain's onnx engine does (no pads), and a voice whose audio differs beyond
+as voxtrain's onnx voice does (no pads), and a voice whose audio differs beyond
 PARITY_MAX_ABS is refused with the numbers. Beside VOICE.onnx, VOICE.onnx.json is piper's
-voice config (export.voice_config).
+voice config (inference.voice_config).
 
-For streaming (voxtrain.streaming), the acoustic half and the generator are also exported
+For streaming (voxtrain.inference.streaming), the acoustic half and the generator are also exported
 alone, as VOICE.acoustic.onnx (ids -> mel, durations) and VOICE.vocoder.onnx (mel -> audio):
 streaming runs the vocoder over mel windows, which a graph from ids to audio cannot do, and
 onnxruntime computes every node of a graph whatever outputs are asked for. Piper needs only
@@ -30,12 +30,14 @@ import torch
 
 from voxtrain import __version__
 from voxtrain.atomic import write_atomic, write_text_atomic
-from voxtrain.export.engine import OnnxVoice, OnnxVoiceError
+from voxtrain.errors import VoxtrainError
 from voxtrain.export.graph import AcousticGraph, PiperGraph, VocoderGraph
-from voxtrain.export.voice_config import intersperse_pads, piper_voice_config, stream_file_names
-from voxtrain.streaming import STREAM_MAX_ABS, context_frames
-from voxtrain.synth import SynthError, Synthesizer, load_acoustic_model
-from voxtrain.vocoder import VocoderError
+from voxtrain.inference.errors import OnnxVoiceError
+from voxtrain.inference.loader import load_acoustic_model
+from voxtrain.inference.onnx_voice import OnnxVoice
+from voxtrain.inference.streaming import STREAM_MAX_ABS, context_frames
+from voxtrain.inference.torch_voice import Synthesizer
+from voxtrain.inference.voice_config import intersperse_pads, piper_voice_config, stream_file_names
 
 # Sentences the parity check speaks: a short one, a pangram, and one with a comma and a question.
 PARITY_SENTENCES = (
@@ -57,7 +59,7 @@ ACOUSTIC_AXES = {**_IDS_AXES, "mel": {0: "batch_size", 2: "frames"}}
 VOCODER_AXES = {"mel": {0: "batch_size", 2: "frames"}, "audio": {0: "batch_size", 1: "time"}}
 
 
-class ExportError(RuntimeError):
+class ExportError(VoxtrainError, RuntimeError):
     """The voice cannot be exported, or its ONNX graph does not speak like PyTorch."""
 
 
@@ -199,14 +201,6 @@ def _trace(module: torch.nn.Module, args: tuple, inputs: list[str], outputs: lis
     return buffer.getvalue()
 
 
-def _load(checkpoint: Path, vocoder_path: Path | None) -> Synthesizer:
-    try:
-        acoustic = load_acoustic_model(checkpoint)
-        return Synthesizer(acoustic, "hifigan", vocoder_path, precision="fp32")
-    except (SynthError, VocoderError) as err:
-        raise ExportError(str(err)) from None
-
-
 def export_onnx_voice(
     checkpoint: str | Path,
     out: str | Path,
@@ -225,7 +219,8 @@ def export_onnx_voice(
     missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
         raise ExportError(f"an ONNX export needs {' and '.join(missing)}: pip install 'voxtrain[deploy]'")
-    synth = _load(Path(checkpoint), None if vocoder_path is None else Path(vocoder_path))
+    synth = Synthesizer(load_acoustic_model(Path(checkpoint)), "hifigan",
+                        None if vocoder_path is None else Path(vocoder_path), precision="fp32")
     acoustic = synth.acoustic
     start = time.perf_counter()
     if not texts:

@@ -4,9 +4,10 @@
 - naturalness proxy: DNSMOS P.835 (`dnsmos_ovrl`, `dnsmos_sig`, `dnsmos_bak`);
 - speaker similarity: cosine of GE2E embeddings to a reference centroid (`similarity`).
 
-Lower is better for wer and cer, higher for the rest (`HIGHER_IS_BETTER`). The scorers'
-models come inside the packages of the `eval` extra (pocketsphinx, speechmos, resemblyzer);
-nothing is downloaded. Without the extra, `Scorers(...)` raises `ListeningUnavailable`.
+Lower is better for wer and cer, higher for the rest (the names, scorers and directions are
+`voxtrain.metrics.SCORES`). The scorers' models come inside the packages of the `eval` extra
+(pocketsphinx, speechmos, resemblyzer); nothing is downloaded. Without the extra,
+`Scorers(...)` raises `ListeningUnavailable`.
 
     scorers = Scorers()
     reference = speaker_reference(reference_clips, 22050)
@@ -16,17 +17,17 @@ nothing is downloaded. Without the extra, `Scorers(...)` raises `ListeningUnavai
 """
 
 from voxtrain.listening.asr import ASR, char_error_rate, word_error_rate, words_for_wer
-from voxtrain.listening.common import HIGHER_IS_BETTER, SCORE_NAMES, ListeningUnavailable
+from voxtrain.listening.common import ListeningUnavailable
 from voxtrain.listening.composite import ANCHORS, composite_score
 from voxtrain.listening.references import ReferenceClipsError, reference_rows, validation_reference
 from voxtrain.listening.runs import Evaluation, evaluate_checkpoint, evaluate_run
-from voxtrain.listening.scoring import SCORERS, ScoreResult, Scorers
+from voxtrain.listening.scoring import ScoreResult, Scorers
 from voxtrain.listening.sentences import SentenceError, default_sentences, read_sentences
 from voxtrain.listening.speaker import SpeakerReference, speaker_reference
 from voxtrain.listening.synthesis import ListeningRow, Refusal, score_clips, score_synthesizer
 
 __all__ = [
-    "ANCHORS", "ASR", "HIGHER_IS_BETTER", "SCORERS", "SCORE_NAMES", "Evaluation", "ListeningRow",
+    "ANCHORS", "ASR", "Evaluation", "ListeningRow",
     "ListeningUnavailable", "Refusal", "ReferenceClipsError", "ScoreResult", "Scorers", "SentenceError",
     "SpeakerReference", "char_error_rate", "composite_score", "default_sentences", "evaluate_checkpoint",
     "evaluate_run", "read_sentences", "reference_rows", "score_clips", "score_synthesizer", "speaker_reference",

@@ -1,5 +1,6 @@
-"""What every listening scorer shares: the score names, the missing-extra error, finding a
-model file inside an installed package without running it, and the 16 kHz resampling."""
+"""What every listening scorer shares: the missing-extra error, finding a model file inside
+an installed package without running it, and the 16 kHz resampling. The score names, their
+scorers and directions are `voxtrain.metrics`'."""
 
 from __future__ import annotations
 
@@ -10,16 +11,14 @@ from types import ModuleType
 
 import numpy as np
 
-# Lower is better for wer and cer, higher for the rest (HIGHER_IS_BETTER).
-SCORE_NAMES = ("wer", "cer", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "similarity")
-HIGHER_IS_BETTER = {"wer": False, "cer": False, "dnsmos_ovrl": True, "dnsmos_sig": True, "dnsmos_bak": True,
-                    "similarity": True}
+from voxtrain.errors import VoxtrainError
+
 # Every scorer's models were trained on 16 kHz audio.
 SCORER_RATE = 16000
 INSTALL_HINT = "pip install 'voxtrain[eval]'"
 
 
-class ListeningUnavailable(RuntimeError):
+class ListeningUnavailable(VoxtrainError, RuntimeError):
     """A listening scorer cannot run because a package of the `eval` extra is missing."""
 
 

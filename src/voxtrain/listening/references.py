@@ -25,6 +25,7 @@ from voxtrain.artifacts.store import FeatureStore
 from voxtrain.audio import load_audio
 from voxtrain.config import AudioConfig
 from voxtrain.data.metadata import AUDIO_EXTENSIONS
+from voxtrain.errors import VoxtrainError
 from voxtrain.listening.scoring import Scorers
 from voxtrain.listening.speaker import SpeakerReference, speaker_reference
 from voxtrain.listening.synthesis import ListeningRow, score_clips
@@ -34,7 +35,7 @@ REAL = "real validation clips"
 COPY_SYNTHESIS = "HiFi-GAN copy-synthesis of the validation clips"
 
 
-class ReferenceClipsError(ValueError):
+class ReferenceClipsError(VoxtrainError, ValueError):
     """Reference clips cannot be made; the message names the file or store and the fix."""
 
 
@@ -60,7 +61,7 @@ def validation_clips(store: FeatureStore, max_clips: int | None = None) -> Valid
     try:
         audio = AudioConfig.model_validate(store.audio_config)
     except ValueError as err:
-        raise ReferenceClipsError(f"{store.root}/config.json: audio settings this voxtrain cannot read ({err}); "
+        raise ReferenceClipsError(f"{store.layout.config}: audio settings this voxtrain cannot read ({err}); "
                                   "prepare the store again with this voxtrain") from None
     records = [store.records[i] for i in indices]
     return ValidationClips([r["id"] for r in records], [r.get("normalized") or r["text"] for r in records],

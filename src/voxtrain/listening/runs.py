@@ -15,17 +15,19 @@ from pathlib import Path
 
 import torch
 
+from voxtrain.artifacts.checkpoint_format import CheckpointError
 from voxtrain.artifacts.checkpoints import list_checkpoints
-from voxtrain.artifacts.layout import RunDir
+from voxtrain.artifacts.layout import RunDir, StoreLayout
 from voxtrain.artifacts.records import number, read_metrics, trajectory
 from voxtrain.artifacts.store import FeatureStore
+from voxtrain.inference.loader import AcousticModel, load_acoustic_model
+from voxtrain.inference.torch_voice import Synthesizer
 from voxtrain.listening.references import reference_rows
 from voxtrain.listening.scoring import Scorers
 from voxtrain.listening.sentences import default_sentences
 from voxtrain.listening.speaker import SpeakerReference
 from voxtrain.listening.synthesis import ListeningRow, score_synthesizer
 from voxtrain.model import FastSpeech2
-from voxtrain.synth import AcousticModel, Synthesizer, load_acoustic_model
 
 UNTRAINED_SEED = 0
 
@@ -118,7 +120,7 @@ def _features_of_run(run: RunDir) -> Path | None:
         path = json.loads(run.run_info.read_text(encoding="utf-8"))["dataset"]["path"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return Path(path) if (Path(path) / "COMPLETE").is_file() else None
+    return Path(path) if StoreLayout(path).complete.is_file() else None
 
 
 def evaluate_run(
@@ -144,8 +146,8 @@ def evaluate_run(
     if run.best_export.is_file():
         targets.append(("best export", run.best_export))
     if not targets:
-        raise FileNotFoundError(f"{run.root}: no checkpoint to evaluate (checkpoints/ has no ckpt-step*.pt "
-                                "and no best.safetensors)")
+        raise CheckpointError(f"{run.root}: no checkpoint to evaluate (checkpoints/ has no ckpt-step*.pt "
+                              "and no best.safetensors)")
     store = _open_store(features if features is not None else _features_of_run(run))
     ref_rows, reference = _references(store, scorers, corpus, None, max_reference_clips, device)
     rows, floor_source = [], None

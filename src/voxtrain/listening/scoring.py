@@ -15,13 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from voxtrain.listening.asr import ASR, ErrorCounts, error_counts, pooled_rates
-from voxtrain.listening.common import SCORE_NAMES, SCORER_RATE, check_installed, to_scorer_rate
+from voxtrain.listening.common import SCORER_RATE, check_installed, to_scorer_rate
 from voxtrain.listening.dnsmos import DnsMos
 from voxtrain.listening.speaker import SpeakerReference, shared_encoder
+from voxtrain.metrics import MEASURED, SCORERS, produces
 
-SCORERS = ("asr", "dnsmos", "speaker")
-# The scores each scorer gives.
-PRODUCES = {"asr": ("wer", "cer"), "dnsmos": ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak"), "speaker": ("similarity",)}
 # The modules each scorer needs (all in the `eval` extra, or voxtrain's own dependencies).
 NEEDS = {"asr": ("pocketsphinx", "jiwer"), "dnsmos": ("onnxruntime", "speechmos"), "speaker": ("torch", "resemblyzer")}
 LABELS = {"asr": "ASR", "dnsmos": "DNSMOS", "speaker": "speaker similarity"}
@@ -49,7 +47,7 @@ class ScoreResult:
         out = {name: float(np.mean([values[i] for i in indices])) for name, values in self.per_clip.items()}
         if self.counts:
             out["wer"], out["cer"] = pooled_rates([self.counts[i] for i in indices])
-        return {name: out[name] for name in SCORE_NAMES if name in out}
+        return {name: out[name] for name in MEASURED if name in out}
 
     def to_json(self, per_clip: bool = False) -> dict:
         out: dict = {"scores": {k: round(v, 4) for k, v in self.scores.items()}, "errors": dict(self.errors),
@@ -83,7 +81,7 @@ class Scorers:
 
     @property
     def score_names(self) -> tuple[str, ...]:
-        return tuple(n for n in SCORE_NAMES if any(n in PRODUCES[s] for s in self.enabled))
+        return tuple(n for n in MEASURED if any(n in produces(s) for s in self.enabled))
 
     def score(
         self,
@@ -118,7 +116,7 @@ class Scorers:
                     result.transcripts, result.counts = [], []
             result.seconds[name] = time.perf_counter() - t0
             result.cpu_seconds[name] = time.process_time() - c0
-        for name in SCORE_NAMES:
+        for name in MEASURED:
             if name in result.per_clip and name not in result.scores:
                 result.scores[name] = float(np.mean(result.per_clip[name]))
         return result
@@ -136,7 +134,7 @@ class Scorers:
         if self._dnsmos is None:
             self._dnsmos = DnsMos(self.threads)
         per = [self._dnsmos.score(a) for a in audio]
-        for name in PRODUCES["dnsmos"]:
+        for name in produces("dnsmos"):
             result.per_clip[name] = [p[name] for p in per]
 
     def _run_speaker(self, audio: list[np.ndarray], texts, reference: SpeakerReference | None, loo: bool,

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from voxtrain.errors import VoxtrainError
+
 HELDOUT_PATH = Path(__file__).with_name("heldout.txt")
 
 
-class SentenceError(ValueError):
+class SentenceError(VoxtrainError, ValueError):
     """A sentence file cannot be used; the message names the file, the line and the fix."""
 
 

@@ -1,8 +1,9 @@
 """Score a voice by what it says: synthesize sentences, optionally keep the WAVs, score them.
 
-`score_synthesizer` works on any `voxtrain.synth.Synthesizer`, so on a model still in training
-as well as on a loaded checkpoint. A sentence the voice cannot say (a symbol it never saw, or
-nothing to speak) is reported by index and skipped; the others are still scored.
+`score_synthesizer` works on any `voxtrain.inference.torch_voice.Synthesizer`, so on a model
+still in training as well as on a voice from the loader. A sentence the voice cannot say (a
+symbol it never saw, or nothing to speak) is reported by index and skipped; the others are
+still scored.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import numpy as np
 
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.wav import write_wav
-from voxtrain.listening.scoring import SCORERS, ScoreResult, Scorers
+from voxtrain.inference.errors import SynthError
+from voxtrain.inference.torch_voice import Synthesizer
+from voxtrain.listening.scoring import ScoreResult, Scorers
 from voxtrain.listening.speaker import SpeakerReference
-from voxtrain.synth import SynthError, Synthesizer
 
 
 @dataclass(frozen=True)
@@ -133,8 +135,8 @@ def score_synthesizer(
     out = score_clips(name, clips, synth.sample_rate, [sentences[i] for i in spoken], scorers, reference, **row)
     out.refused = refused
     if not clips:
-        out.result.errors = {s: f"none of the {len(sentences)} sentences could be synthesized" for s in SCORERS
-                             if s in scorers.enabled}
+        out.result.errors = {s: f"none of the {len(sentences)} sentences could be synthesized"
+                             for s in scorers.enabled}
     out.seconds = {"synthesis": synthesis_s, **out.seconds, "total": time.perf_counter() - t0}
     out.cpu_seconds = {"synthesis": synthesis_cpu, **out.cpu_seconds, "total": time.process_time() - c0}
     return out

@@ -9,8 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from voxtrain.listening import Evaluation, evaluate_checkpoint, evaluate_run, read_sentences
-
-COLUMNS = ("wer", "cer", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "similarity")
+from voxtrain.metrics import MEASURED
 
 
 def evaluate(target: Path, sentences_file: Path | None = None, features: Path | None = None,
@@ -27,10 +26,10 @@ def evaluate(target: Path, sentences_file: Path | None = None, features: Path | 
 def print_evaluation(evaluation: Evaluation, console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title=f"listening scores on {len(evaluation.sentences)} held-out sentences")
-    for col in ("row", "kind", *COLUMNS, "clips"):
+    for col in ("row", "kind", *MEASURED, "clips"):
         table.add_column(col, justify="left" if col in ("row", "kind") else "right")
     for row in evaluation.rows:
-        cells = ["" if row.scores.get(c) is None else f"{row.scores[c]:.3f}" for c in COLUMNS]
+        cells = ["" if row.scores.get(c) is None else f"{row.scores[c]:.3f}" for c in MEASURED]
         table.add_row(row.name, row.kind, *cells, str(row.n_clips))
     console.print(table)
     reference = evaluation.similarity_reference

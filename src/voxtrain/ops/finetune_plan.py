@@ -2,8 +2,8 @@
 LR and cadence to use for the acoustic model and the vocoder, which symbols are new, and
 what the checkpoints will take on disk. Pre-flight shows it as rows of its table.
 
-The recommendations come from measured fine-tunes of the demo voice at `RECOMMENDED_LR`
-(bench/finetune.py, bench/results/stop_runs/): on 280 clips the validation loss stopped
+The recommendations come from measured fine-tunes of the demo voice at the default
+`finetune.lr` (bench/finetune.py, bench/results/stop_runs/): on 280 clips the validation loss stopped
 improving (early stop, min_delta 0.01) after 47 epochs, and on 20 clips the speaker similarity
 was still rising slowly at 300 steps (150 epochs) while naturalness had levelled off by 75.
 So: `EPOCHS_TO_PLATEAU` epochs, never fewer than `MIN_STEPS` steps nor more than `MAX_STEPS`.
@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voxtrain.artifacts.store import FeatureStore
-from voxtrain.config import Config
+from voxtrain.config import Config, FinetuneConfig
 from voxtrain.text.coverage import missing_symbols
 from voxtrain.text.symbols import SymbolTable
 
 # Measured by bench/finetune.py; see the module docstring.
-RECOMMENDED_LR = 2e-4
 EPOCHS_TO_PLATEAU = 40
 MIN_STEPS, MAX_STEPS = 300, 3000
 VOCODER_STEPS_PER_MINUTE = 300
@@ -60,7 +59,8 @@ def recommend_budget(train_clips: int, batch: int, train_minutes: float) -> Fine
     # About ten evaluations over the budget: enough points for the forecast and the early stop.
     validate_every = max(25, int(round(steps / 10 / 25)) * 25)
     vocoder = min(max(int(VOCODER_STEPS_PER_MINUTE * train_minutes), MIN_VOCODER_STEPS), MAX_VOCODER_STEPS)
-    return FinetuneBudget(int(math.ceil(steps / validate_every) * validate_every), RECOMMENDED_LR,
+    # The LR the measurements were made at is the config's default, defined there.
+    return FinetuneBudget(int(math.ceil(steps / validate_every) * validate_every), FinetuneConfig().lr,
                           validate_every, vocoder)
 
 

@@ -1,4 +1,5 @@
-"""`voxtrain train --detach`: the same command in its own session, output to a log file."""
+"""`voxtrain train --detach` (and `train-vocoder --detach`): the same command in its own
+session, output to a log file."""
 
 from __future__ import annotations
 
@@ -27,9 +28,10 @@ def strip_detach(argv: list[str]) -> list[str]:
     return [a for a in argv if a not in ("--detach", "-d")]
 
 
-def launch_detached(train_argv: list[str], run: RunDir, settle_seconds: float = 3.0,
+def launch_detached(command_argv: list[str], run: RunDir, settle_seconds: float = 3.0,
                     startup_timeout: float = 60.0) -> Launch:
-    """Start `voxtrain train <train_argv>` detached; watch it briefly so start-up errors surface now.
+    """Start `voxtrain <command_argv>` (a training command and its options) detached; watch it
+    briefly so start-up errors surface now.
 
     Returns once the trainer holds the run (its PID file names it), so `voxtrain status` run
     right after sees it running, or after `startup_timeout` on a very slow start.
@@ -49,7 +51,7 @@ def launch_detached(train_argv: list[str], run: RunDir, settle_seconds: float = 
     env = dict(os.environ, **{DETACHED_ENV: "1", "PYTHONUNBUFFERED": "1"})
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "voxtrain.cli", "train", *strip_detach(train_argv), "--yes"],
+            [sys.executable, "-m", "voxtrain.cli", *strip_detach(command_argv), "--yes"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
         )
     t0 = time.time()

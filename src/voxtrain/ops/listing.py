@@ -11,9 +11,7 @@ from rich.table import Table
 from voxtrain.artifacts.checkpoints import list_checkpoints, run_best_by
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.records import number, read_metrics, trajectory
-
-# The listening scores a checkpoint row shows, with their column headers.
-SCORE_COLUMNS = {"wer": "wer", "dnsmos_ovrl": "ovrl", "similarity": "sim", "composite": "composite"}
+from voxtrain.metrics import SCORES
 
 
 def human_bytes(n: float) -> str:
@@ -43,9 +41,10 @@ def print_checkpoints(run: Path, console: Console | None = None) -> None:
     traj = trajectory(records)
     val_mel = {r["step"]: number(r.get("loss_mel")) for r in traj.val}
     scores = {r["step"]: r for r in traj.evals}
-    score_cols = [k for k in SCORE_COLUMNS if any(number(r.get(k)) is not None for r in scores.values())]
+    score_cols = [k for k, score in SCORES.items() if score.listed
+                  and any(number(r.get(k)) is not None for r in scores.values())]
     table = Table(title=f"checkpoints of {rundir.root} (best by {run_best_by(rundir.config)[0]})")
-    columns = ["step", "saved", "size", "valid", "best", "val_mel", *(SCORE_COLUMNS[k] for k in score_cols), "file"]
+    columns = ["step", "saved", "size", "valid", "best", "val_mel", *(SCORES[k].header for k in score_cols), "file"]
     for col in columns:
         table.add_column(col, justify="left" if col in ("saved", "valid", "best", "file") else "right")
     for i in infos:

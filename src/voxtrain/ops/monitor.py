@@ -23,9 +23,9 @@ from rich.text import Text
 
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.records import MetricsTail
+from voxtrain.ops.facts import CheckpointRow, RunSnapshot
 from voxtrain.ops.listing import human_bytes
-from voxtrain.ops.snapshot import CheckpointRow, RunSnapshot, run_snapshot
-from voxtrain.ops.targets import target_lines
+from voxtrain.ops.snapshot import run_snapshot
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 STATE_STYLE = {"running": "bold green", "finished": "bold cyan", "stopped": "bold yellow",
@@ -121,7 +121,7 @@ def _scores_line(s: RunSnapshot) -> str | None:
 
 def _listening_lines(s: RunSnapshot) -> list[str]:
     lines = [line for line in (_scores_line(s),) if line]
-    lines += [f"target {t}" for t in target_lines(s.targets)]
+    lines += [f"target {t['text']}" for t in s.targets]
     return lines
 
 

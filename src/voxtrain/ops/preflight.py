@@ -71,10 +71,10 @@ def _features_check(features: Path) -> tuple[Check, object | None]:
     return Check("features", status, detail), store
 
 
-def _resume_check(cfg: Config, run: RunDir) -> Check:
+def _resume_check(max_steps: int, run: RunDir) -> Check:
     infos = list_checkpoints(run, verify=True)
     if not infos:
-        return Check("resume plan", PASS, f"start fresh at step 0 (target max_steps {cfg.training.max_steps})")
+        return Check("resume plan", PASS, f"start fresh at step 0 (target max_steps {max_steps})")
     valid = [i for i in infos if i.valid]
     bad = [i.path.name for i in infos if not i.valid]
     if not valid:
@@ -88,7 +88,7 @@ def _resume_check(cfg: Config, run: RunDir) -> Check:
 
 def _finetune_config(cfg: Config, init_from: Path, skip_mismatched: bool) -> tuple[Config, dict | None, Check | None]:
     """The config a fine-tune from `init_from` will really run with, and the base's metadata."""
-    from voxtrain.artifacts.checkpoints import CheckpointError
+    from voxtrain.artifacts.checkpoint_format import CheckpointError
     from voxtrain.artifacts.weights import load_weights
     from voxtrain.config import ConfigError
     from voxtrain.config.derive import finetune_config, model_from_checkpoint
@@ -101,6 +101,27 @@ def _finetune_config(cfg: Config, init_from: Path, skip_mismatched: bool) -> tup
     except (CheckpointError, ConfigError) as err:
         return cfg, None, Check("fine-tune base", FAIL, str(err))
     return finetune_config(base), meta, None
+
+
+def _existing_parent(run: RunDir) -> Path:
+    return run.root if run.root.exists() else next((p for p in run.root.parents if p.exists()), Path("/"))
+
+
+def _run_dir_check(run: RunDir) -> Check:
+    probe = _existing_parent(run)
+    if os.access(probe, os.W_OK):
+        return Check("run dir", PASS, f"{run.root} writable")
+    return Check("run dir", FAIL, f"{probe} is not writable: choose another --run")
+
+
+def _disk_check(cfg: Config, run: RunDir, per_ckpt: int, extra: int, extra_name: str) -> Check:
+    ck = cfg.checkpoint
+    need = run_needs(per_ckpt, ck.keep_last, ck.disk_margin_mb) + extra
+    free = shutil.disk_usage(_existing_parent(run)).free
+    detail = (f"{human_bytes(free)} free; needs ~{human_bytes(need)} = ({ck.keep_last} kept + best + 1 being "
+              f"written) x {human_bytes(per_ckpt)} checkpoints + {ck.disk_margin_mb:g} MB margin + {extra_name}")
+    return Check("disk", PASS if free >= need else FAIL,
+                 detail if free >= need else detail + ": free space or lower checkpoint.keep_last")
 
 
 def run_preflight(cfg: Config, features: Path, run_dir: Path, init_from: Path | None = None,
@@ -123,29 +144,19 @@ def run_preflight(cfg: Config, features: Path, run_dir: Path, init_from: Path | 
         from voxtrain.ops.finetune_plan import plan_rows
 
         checks += [Check(r.name, r.status, r.detail) for r in plan_rows(cfg, store, base_meta, Path(init_from))]
-    probe = run.root if run.root.exists() else next((p for p in run.root.parents if p.exists()), Path("/"))
-    if os.access(probe, os.W_OK):
-        checks.append(Check("run dir", PASS, f"{run.root} writable"))
-    else:
-        checks.append(Check("run dir", FAIL, f"{probe} is not writable: choose another --run"))
+    checks.append(_run_dir_check(run))
     n_symbols = len(store.symbols) if store is not None else 200
     per_ckpt = estimate_checkpoint_bytes(cfg, n_symbols)
     samples = 0 if cfg.training.sample_vocoder == "none" else (
         len(cfg.training.validation_sentences) * cfg.audio.sample_rate * 2 * 8  # ~8 s of 16-bit audio each
     )
     n_val = max(1, cfg.training.max_steps // cfg.training.validate_every)
-    ck = cfg.checkpoint
-    need = run_needs(per_ckpt, ck.keep_last, ck.disk_margin_mb) + n_val * samples
-    free = shutil.disk_usage(probe).free
-    detail = (f"{human_bytes(free)} free; needs ~{human_bytes(need)} = ({ck.keep_last} kept + best + 1 being "
-              f"written) x {human_bytes(per_ckpt)} checkpoints + {ck.disk_margin_mb:g} MB margin + samples")
-    checks.append(Check("disk", PASS if free >= need else FAIL,
-                        detail if free >= need else detail + ": free space or lower checkpoint.keep_last"))
+    checks.append(_disk_check(cfg, run, per_ckpt, n_val * samples, "samples"))
     act = cfg.training.batch_size * 1000 * cfg.model.hidden * 4 * (cfg.model.encoder_layers +
                                                                     cfg.model.decoder_layers) * 12
     checks.append(Check("memory", PASS, f"~{human_bytes(per_ckpt + act)} for weights, optimizer and "
                         f"activations at batch {cfg.training.batch_size} (estimate)"))
-    checks.append(_resume_check(cfg, run))
+    checks.append(_resume_check(cfg.training.max_steps, run))
     return checks
 
 
@@ -169,3 +180,46 @@ def print_preflight(checks: list[Check]) -> bool:
         table.add_row(c.name, f"[{colors[c.status]}]{c.status.upper()}[/]", c.detail)
     Console(stderr=True).print(table)
     return all(c.status != FAIL for c in checks)
+
+
+def _parameter_count() -> int:
+    """Parameters of the bundled HiFi-GAN generator, counted without building its weights."""
+    import torch
+
+    from voxtrain.vocoder.hifigan import HifiGanGenerator
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in HifiGanGenerator().parameters())
+
+
+def run_vocoder_preflight(cfg: Config, checkpoint: Path, features: Path, corpus: Path, run_dir: Path) -> list[Check]:
+    """The pre-flight table of `train-vocoder`: its inputs checked against each other, the
+    disk its checkpoints need, and the resume plan."""
+    from voxtrain.errors import VoxtrainError
+    from voxtrain.vocoder_training.sources import check_segments, corpus_audio_files, load_acoustic, run_config
+
+    checks = [Check("versions", PASS, versions_line()), _device_check()]
+    feature_check, store = _features_check(features)
+    checks.append(feature_check)
+    run = RunDir(run_dir)
+    if store is not None:
+        try:
+            acoustic = load_acoustic(checkpoint, store)
+            checks.append(Check("acoustic model", PASS, f"{checkpoint}: step {acoustic.meta.get('step')}, the "
+                                                        f"store's mel settings and symbols"))
+            files = corpus_audio_files(corpus, store)
+            checks.append(Check("corpus", PASS, f"{corpus}: the audio of all {len(files)} clips"))
+            cfg = run_config(cfg, acoustic, store)
+            check_segments(cfg)
+        except VoxtrainError as err:
+            checks.append(Check("inputs", FAIL, str(err)))
+    v = cfg.vocoder_training
+    checks.append(Check("config", PASS, f"valid; batch {v.batch_size} x {v.segment_frames} frames; lr {v.lr:g}; "
+                                        f"max_steps {v.max_steps}; precision {v.precision}"))
+    checks.append(_run_dir_check(run))
+    generator_params = _parameter_count()
+    frames = sum(r["n_frames"] for r in store.records) if store is not None else 0
+    pairs = frames * (cfg.audio.n_mels + cfg.audio.hop_length) * 4  # teacher-forced mels and audio, float32
+    checks.append(_disk_check(cfg, run, generator_params * 4 * 3 + (1 << 20), pairs, "the training pairs"))
+    checks.append(_resume_check(v.max_steps, run))
+    return checks

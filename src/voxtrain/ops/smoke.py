@@ -24,6 +24,7 @@ from pathlib import Path
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.records import EVENT, TRAIN, Event, read_metrics
 from voxtrain.config import Config, config_from_dict
+from voxtrain.errors import VoxtrainError
 from voxtrain.versions import versions_line
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
@@ -52,8 +53,8 @@ SMOKE_TRAINING = {
 }
 
 
-class SmokeFailure(Exception):
-    """A check failed; the message is its detail."""
+class SmokeFailure(VoxtrainError):
+    """A check failed, or the smoke test cannot start; the message is the detail."""
 
 
 @dataclass
@@ -94,7 +95,7 @@ class _Runner:
         t0 = time.perf_counter()
         try:
             detail, status = fn(), PASS
-        except SmokeFailure as err:
+        except VoxtrainError as err:  # SmokeFailure, or a refusal by the code under test: its message says why
             detail, status = str(err), FAIL
         except Exception as err:  # an unexpected error is a failed check, not a crashed smoke test
             detail, status = f"{type(err).__name__}: {err}", FAIL
@@ -198,17 +199,14 @@ def _check_loss(run: RunDir) -> str:
 
 
 def _check_checkpoint(run: RunDir, step: int) -> str:
-    from voxtrain.artifacts.checkpoints import CheckpointError, load_state, validate_training_state
+    from voxtrain.artifacts.checkpoint_format import load_state, validate_training_state
 
     path = run.checkpoint(step)
     if not path.is_file():
         found = ", ".join(p.name for _, p in run.checkpoint_files()) or "none"
         raise SmokeFailure(f"no {path.name} in {run.checkpoints} (found: {found})")
-    try:
-        state = load_state(path)  # weights_only=True
-        validate_training_state(state, path)
-    except CheckpointError as err:
-        raise SmokeFailure(str(err)) from None
+    state = load_state(path)  # weights_only=True; a CheckpointError is a failed check
+    validate_training_state(state, path)
     if state["step"] != step:
         raise SmokeFailure(f"{path.name} holds step {state['step']}, expected {step}")
     return f"{path} ({path.stat().st_size / 2**20:.1f} MB) loads with weights_only"
@@ -230,7 +228,8 @@ def _check_synth(run: RunDir, vocoder: str, out: Path) -> str:
     import numpy as np
     import soundfile as sf
 
-    from voxtrain.synth import load_acoustic_model, synthesize
+    from voxtrain.inference.entry import synthesize
+    from voxtrain.inference.loader import load_acoustic_model
     from voxtrain.text import TextProcessor
 
     ckpt = run.checkpoint_files()[-1][1]
@@ -261,7 +260,7 @@ def _workdir(workdir: Path | None) -> Path:
     workdir = Path(workdir)
     if workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
         # The folder is removed afterwards (without keep): never one that holds someone's files.
-        raise ValueError(f"--workdir {workdir} must be an empty folder or not exist yet")
+        raise SmokeFailure(f"--workdir {workdir} must be an empty folder or not exist yet")
     workdir.mkdir(parents=True, exist_ok=True)
     return workdir
 
@@ -271,7 +270,7 @@ def run_smoke_test(workdir: Path | None = None, keep: bool = False, config: Conf
     """Run every check in order; each is timed and reported to `on_check` as it finishes.
 
     `workdir` (empty or new; default a fresh temporary folder) holds the corpus, features,
-    run and WAVs, and is removed at the end unless `keep`. Raises ValueError for a non-empty
+    run and WAVs, and is removed at the end unless `keep`. Raises SmokeFailure for a non-empty
     workdir; every other problem is a failed check.
     """
     root = _workdir(workdir)

@@ -1,133 +1,32 @@
 """Everything a person wants to know about a run, computed from its files alone.
 
-Import-light on purpose (no torch, numpy, rich or pydantic): `voxtrain status` must answer at
-once and the monitor re-reads a run every few seconds while a trainer saturates the machine.
-Checkpoints are therefore listed by name, size and mtime, never loaded; "best" comes from the
-validation records by the checkpoint manager's own rule (`artifacts.checkpoints`).
+The run is read by `artifacts.run_view.read_run`, the reader behind the report page too, so
+speed and forecasts are the report's. Import-light on purpose (no torch, numpy or rich; numpy
+only to forecast a target): `voxtrain status` must answer at once and the monitor re-reads a
+run every few seconds while a trainer saturates the machine. Checkpoints are therefore listed
+by name, size and mtime, never loaded; "best" comes from the validation records by the
+checkpoint manager's own rule (`artifacts.checkpoints`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from voxtrain.artifacts.checkpoints import best_from_records, list_checkpoints, run_best_by
 from voxtrain.artifacts.disk import checkpoints_that_fit
-from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.lock import running_trainer
-from voxtrain.artifacts.records import Event, MetricsTail, Trajectory, jsonable, number, step_of, trajectory
-from voxtrain.ops.targets import latest_scores, target_forecasts
-from voxtrain.ops.trends import RATE_WINDOW_RECORDS, VAL_TREND_RECORDS, train_avg, trend, val_points
+from voxtrain.artifacts.records import Event, MetricsTail, Trajectory, eval_scores, number, step_of
+from voxtrain.artifacts.run_view import RunView, read_run
+from voxtrain.ops.facts import CheckpointRow, ProcessFacts, RunSnapshot
+from voxtrain.ops.trends import VAL_TREND_RECORDS, train_avg, trend, val_points
 from voxtrain.ops.warnings import run_warnings
 
 SPARK_POINTS = 120
-
-
-@dataclass
-class ProcessFacts:
-    """The live trainer process as the OS sees it (psutil)."""
-
-    cpu_percent: float
-    rss: int  # bytes, the trainer alone
-    threads: int
-    children: int  # data-loader and prepare workers
-    children_rss: int  # bytes, all children together
-
-
-@dataclass
-class CheckpointRow:
-    """One rotation checkpoint, from `artifacts.checkpoints.list_checkpoints` (never opened)."""
-
-    step: int
-    file: str  # name inside checkpoints/
-    time: float  # mtime, seconds since the epoch
-    bytes: int
-    best: bool  # the step the best-model rule picks from the validation records
-    corrupt: bool  # the trainer reported this very file corrupt (a later re-save at the step is not)
-    error: str = ""  # why it is corrupt, as the trainer reported it
-
-
-@dataclass
-class RunSnapshot:
-    """Facts about one run directory at one moment. Times are seconds since the epoch,
-    durations seconds; None means "not known (yet)". Losses may be NaN/Inf: shown, not hidden."""
-
-    run: str  # absolute path of the run directory
-    name: str
-    now: float  # when the snapshot was taken
-    # -- state -------------------------------------------------------------------------
-    state: str = "not started"  # running | finished | stopped | dead | not started
-    pid: int | None = None  # of the live trainer only
-    host: str | None = None
-    stop_reason: str | None = None  # of the newest session's stop event
-    exit_code: int | None = None
-    step: int = 0  # newest step recorded (train, start, stop or checkpoint_saved)
-    target_step: int | None = None  # where the current stage of training ends
-    max_steps: int | None = None  # where the whole run ends
-    epoch: int | None = None
-    # -- training losses (after resumes: redone steps count once) ------------------------
-    loss: float | None = None  # loss_total of the newest train record
-    loss_mel: float | None = None
-    loss_avg100: float | None = None  # mean finite loss_total over the last AVG_WINDOW_STEPS steps
-    loss_recent: list[float | None] = field(default_factory=list)  # last SPARK_POINTS loss_total values
-    lr: float | None = None
-    grad_norm: float | None = None
-    # -- validation ----------------------------------------------------------------------
-    val_loss: float | None = None  # newest finite validation loss_total
-    val_loss_mel: float | None = None
-    val_step: int | None = None
-    val_count: int = 0
-    val_trend: str | None = None  # rising | falling | flat over the last VAL_TREND_RECORDS validations
-    best_step: int | None = None
-    best_val_mel: float | None = None
-    best_by: str = "val_mel"  # checkpoint.best_by
-    best_value: float | None = None  # the best checkpoint's best_by metric
-    # -- listening scores and targets ----------------------------------------------------
-    scores: dict[str, float] = field(default_factory=dict)  # the newest evaluation's
-    scores_step: int | None = None
-    scores_seconds: float | None = None  # what that evaluation cost
-    targets: list[dict[str, Any]] = field(default_factory=list)  # per target: value and forecast
-    stop_cause: str | None = None  # targets_reached, early_stop, ... of the newest stop event
-    # -- speed and time ------------------------------------------------------------------
-    steps_per_s: float | None = None  # wall clock, validation and saving included
-    frames_per_s: float | None = None  # as the trainer logged it
-    eta_target_s: float | None = None  # for a run not training: what it still needs once resumed
-    eta_max_s: float | None = None
-    started: float | None = None  # the first session's start
-    session_started: float | None = None
-    sessions: int = 0
-    elapsed_s: float | None = None  # up to now while running, else up to the last record
-    session_elapsed_s: float | None = None
-    last_record_time: float | None = None
-    last_record_age_s: float | None = None
-    # -- checkpoints and disk ------------------------------------------------------------
-    checkpoints: list[CheckpointRow] = field(default_factory=list)  # oldest first
-    checkpoints_bytes: int = 0  # every file in checkpoints/, best export included
-    last_checkpoint: CheckpointRow | None = None
-    disk_free: int = 0  # bytes free on the run's filesystem
-    checkpoints_fit: int | None = None  # more saves of the newest one's size; None: no checkpoint or config
-    # -- process and health ----------------------------------------------------------------
-    process: ProcessFacts | None = None
-    gpu: dict[str, Any] | None = None  # the gpu*/cuda* fields of the newest train record
-    counts: dict[str, int] = field(default_factory=dict)  # events of `Event.WARNINGS`, by name
-    nonfinite_skipped: int = 0  # training steps skipped for a non-finite loss or gradient
-    log_file: str | None = None  # the newest trainer log
-    metrics_records: int = 0
-    metrics_bad_lines: int = 0
-    metrics_torn_tail: bool = False  # the last line is still being written (or its writer died)
-    warnings: list[str] = field(default_factory=list)  # what a person must act on, in words
-
-    def to_json(self) -> dict[str, Any]:
-        """The snapshot as strict JSON data (NaN/Inf as strings, like metrics.jsonl)."""
-        return jsonable(dataclasses.asdict(self))
 
 
 def run_snapshot(run: Path | str, tail: MetricsTail | None = None, now: float | None = None) -> RunSnapshot:
@@ -138,47 +37,28 @@ def run_snapshot(run: Path | str, tail: MetricsTail | None = None, now: float | 
     run = Path(run)
     if not run.is_dir():
         raise FileNotFoundError(f"no run directory at {run}" + (" (it is a file)" if run.exists() else ""))
-    rundir = RunDir(run)
-    if tail is None or tail.path != rundir.metrics:
-        tail = MetricsTail(rundir.metrics)
-    records = tail.read()
-    traj = trajectory(records)
-    config = _read_config(rundir)
-    log_file = rundir.latest_log_file()
+    view = read_run(run, tail)
+    traj = view.traj
+    log_file = view.run.latest_log_file()
     snap = RunSnapshot(
-        run=str(run.resolve()), name=rundir.name, now=time.time() if now is None else now,
-        log_file=str(log_file) if log_file else None, metrics_records=len(records),
-        metrics_bad_lines=tail.bad_lines, metrics_torn_tail=tail.torn_tail,
+        run=str(run.resolve()), name=view.run.name, now=time.time() if now is None else now,
+        log_file=str(log_file) if log_file else None, metrics_records=len(view.records),
+        metrics_bad_lines=view.bad_lines, metrics_torn_tail=view.torn_tail,
     )
-    _fill_state(snap, rundir, records, traj, config)
+    _fill_state(snap, view)
     _fill_losses(snap, traj)
-    _fill_validation(snap, records, traj, rundir)
-    _fill_timing(snap, records, traj)
-    _fill_checkpoints(snap, rundir, records, config)
-    snap.scores_step, snap.scores, snap.scores_seconds = latest_scores(traj)
-    snap.targets = target_forecasts(config, traj, snap.step, snap.steps_per_s)
+    _fill_validation(snap, view)
+    _fill_timing(snap, view)
+    _fill_checkpoints(snap, view)
+    _fill_scores(snap, view)
     _fill_health(snap, traj)
     snap.warnings = run_warnings(snap, traj)
     return snap
 
 
 # -- state ---------------------------------------------------------------------------------
-def _read_config(run: RunDir) -> dict | None:
-    """The run's resolved config.yaml (the trainer writes every key), or None without one."""
-    try:
-        data = yaml.safe_load(run.config.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _section(config: dict | None, name: str) -> dict:
-    value = (config or {}).get(name)
-    return value if isinstance(value, dict) else {}
-
-
-def _fill_state(snap: RunSnapshot, rundir: RunDir, records: list[dict], traj: Trajectory,
-                config: dict | None) -> None:
+def _fill_state(snap: RunSnapshot, view: RunView) -> None:
+    traj = view.traj
     last_train = traj.train[-1] if traj.train else None
     start = traj.starts[-1] if traj.starts else None
 
@@ -189,18 +69,18 @@ def _fill_state(snap: RunSnapshot, rundir: RunDir, records: list[dict], traj: Tr
                 return source[key]
         return None
 
-    snap.step = traj.last_step_record["step"] if traj.last_step_record else 0
+    snap.step = view.step or 0
     snap.target_step = latest("target_step")
-    snap.max_steps = latest("max_steps") or _section(config, "training").get("max_steps")
+    snap.max_steps = latest("max_steps") or (view.config.training.max_steps if view.config else None)
     snap.epoch = last_train.get("epoch") if last_train else None
     stop = traj.stop
     snap.stop_reason = stop.get("reason") if stop else None
     snap.stop_cause = stop.get("cause") if stop else None
     snap.exit_code = stop.get("exit_code") if stop else None
-    proc = running_trainer(rundir)
+    proc = running_trainer(view.run)
     if proc is not None:
         snap.state, snap.pid, snap.host, snap.process = "running", proc.pid, proc.host, _process_facts(proc.pid)
-    elif not records:
+    elif not view.records:
         snap.state = "not started"
     elif stop is not None:
         done = snap.exit_code == 0 and snap.target_step is not None and snap.step >= snap.target_step
@@ -248,14 +128,15 @@ def _fill_losses(snap: RunSnapshot, traj: Trajectory) -> None:
         snap.frames_per_s = number(last.get("frames_per_s"))
 
 
-def _fill_validation(snap: RunSnapshot, records: list[dict], traj: Trajectory, rundir: RunDir) -> None:
+def _fill_validation(snap: RunSnapshot, view: RunView) -> None:
+    traj = view.traj
     points = val_points(traj)
     snap.val_loss = points[-1][1] if points else None
     snap.val_trend = trend(points[-VAL_TREND_RECORDS:])
     snap.val_count = len(traj.val)
     if traj.val:
         snap.val_loss_mel, snap.val_step = number(traj.val[-1].get("loss_mel")), traj.val[-1]["step"]
-    best = best_from_records(records, *run_best_by(rundir.config))
+    best = best_from_records(view.records, *run_best_by(view.run.config))
     snap.best_by, snap.best_value = best.metric, best.value
     if best.step is not None:
         snap.best_step, snap.best_val_mel = best.step, best.val_mel
@@ -265,19 +146,8 @@ def _fill_validation(snap: RunSnapshot, records: list[dict], traj: Trajectory, r
 
 
 # -- speed and time --------------------------------------------------------------------------
-def _speed(session_train: list[dict], last_train: dict | None) -> float | None:
-    """Wall-clock steps/s over the session's recent records: it includes validation and saving
-    time, which the trainer's own steps_per_s (compute time only) leaves out, so ETAs hold."""
-    recent = session_train[-RATE_WINDOW_RECORDS:]
-    if len(recent) >= 2:
-        t0, t1 = number(recent[0].get("time")), number(recent[-1].get("time"))
-        if t0 is not None and t1 is not None and t1 > t0:
-            return (recent[-1]["step"] - recent[0]["step"]) / (t1 - t0)
-    return number(last_train.get("steps_per_s")) if last_train else None
-
-
-def _fill_timing(snap: RunSnapshot, records: list[dict], traj: Trajectory) -> None:
-    rate = _speed(traj.session_train, traj.train[-1] if traj.train else None)
+def _fill_timing(snap: RunSnapshot, view: RunView) -> None:
+    records, traj, rate = view.records, view.traj, view.steps_per_s
     snap.steps_per_s = rate
 
     def eta(goal: Any) -> float | None:
@@ -302,15 +172,11 @@ def _fill_timing(snap: RunSnapshot, records: list[dict], traj: Trajectory) -> No
 
 
 # -- checkpoints and disk --------------------------------------------------------------------
-def _disk_margin_mb(config: dict | None) -> float | None:
-    margin = number(_section(config, "checkpoint").get("disk_margin_mb"))
-    return margin if margin is not None and math.isfinite(margin) and margin >= 0 else None
-
-
-def _fill_checkpoints(snap: RunSnapshot, rundir: RunDir, records: list[dict], config: dict | None) -> None:
+def _fill_checkpoints(snap: RunSnapshot, view: RunView) -> None:
+    rundir = view.run
     snap.checkpoints = [
         CheckpointRow(i.step, i.path.name, i.mtime, i.size, i.best, i.valid is False, i.error)
-        for i in list_checkpoints(rundir, records=records)
+        for i in list_checkpoints(rundir, records=view.records)
     ]
     snap.last_checkpoint = snap.checkpoints[-1] if snap.checkpoints else None
     try:
@@ -318,11 +184,20 @@ def _fill_checkpoints(snap: RunSnapshot, rundir: RunDir, records: list[dict], co
     except OSError:
         snap.checkpoints_bytes = 0
     snap.disk_free = shutil.disk_usage(rundir.root).free
-    margin = _disk_margin_mb(config)
+    margin = view.config.checkpoint.disk_margin_mb if view.config else None
     last = snap.last_checkpoint
     # An empty file says nothing about the size of the next save.
-    if last is not None and last.bytes > 0 and margin is not None:
+    if last is not None and last.bytes > 0 and margin is not None and math.isfinite(margin):
         snap.checkpoints_fit = checkpoints_that_fit(snap.disk_free, last.bytes, margin)
+
+
+# -- listening scores and targets ------------------------------------------------------------
+def _fill_scores(snap: RunSnapshot, view: RunView) -> None:
+    if view.traj.evals:
+        newest = view.traj.evals[-1]
+        snap.scores_step, snap.scores, snap.scores_seconds = newest["step"], eval_scores(newest), number(
+            newest.get("seconds"))
+    snap.targets = [t.to_json() for t in view.targets]
 
 
 # -- health and warnings ---------------------------------------------------------------------

@@ -8,7 +8,6 @@ from voxtrain.artifacts.records import Trajectory, number
 
 AVG_WINDOW_STEPS = 100
 VAL_TREND_RECORDS = 5
-RATE_WINDOW_RECORDS = 20
 
 
 def finite(values: list[float | None]) -> list[float]:

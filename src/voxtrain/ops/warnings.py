@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from voxtrain.artifacts.records import Event, Trajectory, number
-from voxtrain.ops.trends import RATE_WINDOW_RECORDS, VAL_TREND_RECORDS, finite, train_avg, trend, val_points
-
-if TYPE_CHECKING:
-    from voxtrain.ops.snapshot import RunSnapshot
+from voxtrain.artifacts.run_view import RATE_WINDOW_RECORDS
+from voxtrain.ops.facts import RunSnapshot
+from voxtrain.ops.trends import VAL_TREND_RECORDS, finite, train_avg, trend, val_points
 
 # A trainer silent for longer than this, and than 10 of its own gaps, may be hung.
 STALL_MIN_S = 900.0

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from voxtrain import __version__
 from voxtrain.artifacts.records import number
+from voxtrain.artifacts.run_view import TargetForecast
 from voxtrain.report.assets import CHECK_SCRIPT, STYLE
-from voxtrain.report.data import ReportData, SampleGroup, TargetRow, direction_of
+from voxtrain.report.data import ReportData, SampleGroup, direction_of
 from voxtrain.report.svg import PALETTE, Band, Series, Threshold, fmt_value, line_plot
 
 # WAV bytes embedded in the page before older clips become relative links (base64 adds a third).
@@ -109,20 +110,20 @@ def _targets(data: ReportData) -> str:
             + "".join(rows) + "</tbody></table></section>")
 
 
-def _without_head(t: TargetRow) -> str:
+def _without_head(t: TargetForecast) -> str:
     """The forecast's words without the "metric below X: " the table's own columns already say."""
     head = t.text.partition(": ")
     return head[2] if t.forecast is not None and head[0].startswith(t.metric) and head[2] else t.text
 
 
-def _band(t: TargetRow | None) -> Band | None:
+def _band(t: TargetForecast | None) -> Band | None:
     fc = t.forecast if t else None
     if fc is None or fc.status != "on_track" or fc.step is None or fc.step_low is None:
         return None
     return Band(fc.step_low, fc.step_high, fc.step)
 
 
-def _figure(title: tuple[str, str], plot: str, series: list[Series], target: TargetRow | None) -> str:
+def _figure(title: tuple[str, str], plot: str, series: list[Series], target: TargetForecast | None) -> str:
     legend = "".join(f'<span class="key"><i style="background:{s.color}"></i>{esc(s.label)}</span>'
                      for s in series if s.points)
     if target is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from voxtrain.errors import VoxtrainError
 from voxtrain.text.processor import TextProcessor
 from voxtrain.text.script import describe, foreign_characters
 
@@ -20,7 +21,7 @@ log = logging.getLogger("voxtrain.text")
 FOREIGN_TEXT = ("spell", "drop", "refuse")
 
 
-class TextRefused(ValueError):
+class TextRefused(VoxtrainError, ValueError):
     """The voice cannot speak this text as asked; the message names the text and the fix."""
 
 
@@ -46,9 +47,10 @@ def screen_foreign(text: str, language: str, policy: str) -> str:
     return text
 
 
-def speakable_ids(processor: TextProcessor, texts: list[str], foreign_text: str = "spell",
+def speakable_ids(processor: TextProcessor, texts: list[str], foreign_text: str,
                   allow_unknown: bool = False) -> list[list[int]]:
-    """Model input ids for each text, or TextRefused naming the text that cannot be spoken."""
+    """Model input ids for each text, or TextRefused naming the text that cannot be spoken.
+    foreign_text: one of FOREIGN_TEXT; the voices pass theirs (default: inference.plan)."""
     check_foreign_policy(foreign_text)
     texts = [screen_foreign(t, processor.cfg.language, foreign_text) for t in texts]
     out = []

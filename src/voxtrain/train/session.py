@@ -14,22 +14,19 @@ from typing import Any
 
 import torch
 
-from voxtrain.artifacts.checkpoints import CheckpointError, CheckpointManager
-from voxtrain.artifacts.layout import RunDir
-from voxtrain.artifacts.run_info import record_session
+from voxtrain.artifacts.checkpoint_format import CheckpointError, TrainingState
 from voxtrain.artifacts.store import FeatureStore
 from voxtrain.artifacts.weights import load_weights
-from voxtrain.atomic import remove_temp_files, write_text_atomic
-from voxtrain.config import Config, ConfigError, derive
-from voxtrain.config.derive import finetune_config
+from voxtrain.config import Config
+from voxtrain.config.derive import finetune_config, model_from_checkpoint
+from voxtrain.errors import VoxtrainError
 from voxtrain.text.coverage import merged_clip_counts, missing_symbols
 from voxtrain.text.symbols import SymbolTable
-from voxtrain.versions import library_versions, versions_line
 
 log = logging.getLogger("voxtrain.train")
 
 
-class SessionError(RuntimeError):
+class SessionError(VoxtrainError, RuntimeError):
     """The run cannot start as asked; the message says what to change."""
 
 
@@ -49,13 +46,10 @@ class TrainOptions:
 class RunSession:
     config: Config
     mode: str  # "train" | "finetune"
-    resume_state: dict | None = None
+    resume_state: TrainingState | None = None
     resumed_from: str | None = None
     init_weights: dict[str, torch.Tensor] | None = None
     init_from: str | None = None
-    versions: dict[str, str] = field(default_factory=dict)
-    # Checkpoints that failed to load while looking for one to resume: (step, path, why).
-    corrupt_checkpoints: list[tuple[int, Path, str]] = field(default_factory=list)
     # Clips per symbol of all the data these weights have been trained on (base and fine-tunes).
     symbol_clips: dict[str, int] = field(default_factory=dict)
     # A fine-tune's base symbol table, and the symbols given fresh embedding rows.
@@ -65,14 +59,11 @@ class RunSession:
     def describe(self) -> str:
         if self.resume_state is not None:
             kind = "RESUMING fine-tune" if self.mode == "finetune" else "RESUMING"
-            return f"{kind} from {self.resumed_from} (step {self.resume_state['step']})"
+            return f"{kind} from {self.resumed_from} (step {self.resume_state.step})"
         if self.mode == "finetune":
             t = self.config.training
             return f"FINE-TUNING from {self.init_from} (weights only; fresh optimizer; lr {t.lr:g} {t.scheduler})"
         return "STARTING a new run from step 0"
-
-    def versions_line(self) -> str:
-        return versions_line(self.versions)
 
 
 def diff_dicts(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -117,15 +108,8 @@ def match_weights(
     return merged
 
 
-def model_from_checkpoint(cfg: Config, saved_model: dict, source: str, allow_changes: bool = False) -> Config:
-    try:
-        return derive.model_from_checkpoint(cfg, saved_model, source, allow_changes)
-    except ConfigError as err:
-        raise SessionError(str(err)) from None
-
-
-def _check_compatible(cfg: Config, store: FeatureStore, state: dict, path: Path) -> None:
-    saved = state["config"]
+def _check_compatible(cfg: Config, store: FeatureStore, state: TrainingState, path: Path) -> None:
+    saved = state.config
     changed = diff_dicts(saved.get("audio"), cfg.to_dict()["audio"], "audio")
     if changed:
         raise SessionError(
@@ -133,15 +117,15 @@ def _check_compatible(cfg: Config, store: FeatureStore, state: dict, path: Path)
             + "\n  ".join(changed)
             + "\nUse the run's own config.yaml, or start a new run (--run NEW) / fine-tune with --init-from."
         )
-    if state.get("symbols") != store.symbols.to_dict():
+    if state.symbols != store.symbols.to_dict():
         raise SessionError(f"cannot resume from {path}: the feature store uses a different symbol table "
-                           f"({_symbol_changes(state.get('symbols') or {}, store.symbols.to_dict())}); "
+                           f"({_symbol_changes(state.symbols or {}, store.symbols.to_dict())}); "
                            f"train on the store this run was prepared with, or start a new run")
     other = diff_dicts(saved.get("training"), cfg.to_dict()["training"], "training")
     other += diff_dicts(saved.get("model"), cfg.to_dict()["model"], "model")
     for line in other:
         log.warning("config changed since the checkpoint: %s", line)
-    if state.get("dataset_fingerprint") not in (None, store.fingerprint):
+    if state.dataset_fingerprint not in (None, store.fingerprint):
         log.warning("the feature store differs from the one this run was trained on (fingerprint changed)")
 
 
@@ -154,27 +138,23 @@ def _symbol_changes(saved: dict, current: dict) -> str:
     return "; ".join(parts) or f"the same {len(new)} symbols in another order"
 
 
-def prepare_session(opts: TrainOptions, store: FeatureStore, run: RunDir, write: bool = True) -> RunSession:
-    """Decide fresh / resume / fine-tune, and the config the run really uses."""
+def prepare_session(opts: TrainOptions, store: FeatureStore,
+                    latest: tuple[TrainingState, Path] | None) -> RunSession:
+    """Decide fresh / resume / fine-tune from the run's newest valid checkpoint (`latest`), and
+    the config the run really uses."""
     cfg = opts.config
-    if write:
-        run.create()
-        for stale in remove_temp_files(run.checkpoints):
-            log.warning("removed %s left by an interrupted save", stale.name)
-    finder = CheckpointManager(run, cfg.checkpoint, log=log.warning)
-    latest = finder.load_latest()
-    session = RunSession(config=cfg, mode="train", versions=library_versions(), corrupt_checkpoints=finder.corrupt)
+    session = RunSession(config=cfg, mode="train")
     if latest is not None:
         state, path = latest
         if opts.init_from:
             log.warning("--init-from %s ignored: %s already has checkpoints, so this RESUMES it. "
-                        "Use a new --run to fine-tune.", opts.init_from, run.root)
-        session.mode = state.get("mode", "train")
-        base = model_from_checkpoint(cfg, state["config"]["model"], f"cannot resume: {path}")
+                        "Use a new --run to fine-tune.", opts.init_from, opts.run_dir)
+        session.mode = state.mode
+        base = model_from_checkpoint(cfg, state.config["model"], f"cannot resume: {path}")
         base = finetune_config(base) if session.mode == "finetune" else base
         _check_compatible(base, store, state, path)
         session.config, session.resume_state, session.resumed_from = base, state, str(path)
-        session.symbol_clips = state.get("symbol_clips") or store.symbol_clips("train")
+        session.symbol_clips = state.facts.get("symbol_clips") or store.symbol_clips("train")
     elif opts.init_from:
         weights, meta = load_model_weights(Path(opts.init_from))
         session.mode, session.init_from = "finetune", str(opts.init_from)
@@ -188,9 +168,6 @@ def prepare_session(opts: TrainOptions, store: FeatureStore, run: RunDir, write:
         log_speaker_shift(meta.get("speaker_stats"), store.stats)
     else:
         session.symbol_clips = store.symbol_clips("train")
-    if write:
-        write_text_atomic(run.config, session.config.to_yaml())
-        _record_run(run, session, store)
     return session
 
 
@@ -225,9 +202,3 @@ def log_speaker_shift(base_stats: dict | None, new_stats: dict) -> None:
              "(base %.0f Hz +- %.0f), energy %.1f +- %.1f (base %.1f +- %.1f)",
              new_stats["pitch_mean"], new_stats["pitch_std"], base_stats["pitch_mean"], base_stats["pitch_std"],
              new_stats["energy_mean"], new_stats["energy_std"], base_stats["energy_mean"], base_stats["energy_std"])
-
-
-def _record_run(run: RunDir, session: RunSession, store: FeatureStore) -> None:
-    record_session(run, session.mode, session.resume_state["step"] if session.resume_state else 0,
-                   session.describe(), session.versions, init_from=session.init_from,
-                   dataset={"path": str(store.root), "fingerprint": store.fingerprint})

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from voxtrain.model import Batch, FastSpeech2Loss
+from voxtrain.train.task import MicroBatch, OptimizerSlot, StepResult
+
+# objective(model, device batch, step) -> (loss to minimise, named loss terms)
+Objective = Callable[[torch.nn.Module, Any, int], tuple[Tensor, dict[str, Tensor]]]
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -37,32 +41,26 @@ def _simulate_out_of_memory(padded_frames: int) -> None:
             f"simulated: {padded_frames} padded frames > {limit} (VOXTRAIN_TEST_OOM_ABOVE_FRAMES)")
 
 
-@dataclass
-class StepResult:
-    losses: dict[str, Tensor]  # mean over the step's micro-batches (and processes), on the device
-    grad_norm: Tensor
-    frames: int  # real mel frames in this process's micro-batches
-    padded: int  # frames including padding
-    applied: bool  # False: non-finite loss or gradient, the optimizer step was skipped
-
-
 def train_step(
     model: torch.nn.Module,
-    loss_fn: FastSpeech2Loss,
-    optimizer: torch.optim.Optimizer,
+    objective: Objective,
+    slot: OptimizerSlot,
     accelerator,
-    micro_batches: list[Batch],
+    micro_batches: list[MicroBatch],
     step: int,
-    lr: float,
-    grad_clip: float,
     check_grad_norm: bool = True,
 ) -> StepResult:
-    """Run optimizer step number `step + 1` at learning rate `lr` over host-side micro-batches.
+    """Run optimizer step number `step + 1` of one slot over host-side micro-batches.
 
     `accelerator` is an accelerate.Accelerator: it places the batches, applies autocast and
-    the gradient scaler, and defers the DDP gradient sync to the last micro-batch.
+    the gradient scaler, and defers the DDP gradient sync to the last micro-batch. A task
+    with critics calls this once per slot, each with its own model and objective.
     `check_grad_norm=False` for fp16, whose scaler itself skips steps with overflowing gradients.
     """
+    optimizer, lr = slot.optimizer, slot.lr(step + 1)
+    # Gradients left on this slot's parameters by another slot's backward (a generator's loss
+    # flows through its critic) must not leak into this step: a resume would not have them.
+    optimizer.zero_grad(set_to_none=True)
     n = len(micro_batches)
     sums: dict[str, Tensor] = {}
     frames = padded = 0
@@ -73,7 +71,7 @@ def train_step(
         batch = host_batch.to(accelerator.device, non_blocking=True)
         sync = k == n - 1 or accelerator.num_processes == 1
         with contextlib.nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
-            loss, parts = loss_fn(model(batch), batch, step)
+            loss, parts = objective(model, batch, step)
         accelerator.backward(loss / n)
         for name, value in parts.items():
             sums[name] = sums[name] + value / n if name in sums else value / n
@@ -82,7 +80,7 @@ def train_step(
         names = sorted(sums)
         reduced = accelerator.reduce(torch.stack([sums[k].float() for k in names]), reduction="mean")
         sums = dict(zip(names, reduced.unbind(), strict=True))
-    grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), slot.clip if slot.clip > 0 else float("inf"))
     grad_norm = torch.as_tensor(grad_norm, device=accelerator.device)
     finite = torch.isfinite(sums["total"])
     if check_grad_norm:
@@ -93,4 +91,4 @@ def train_step(
             group["lr"] = lr
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(sums, grad_norm.detach(), frames, padded, applied)
+    return StepResult(sums, grad_norm.detach(), frames, padded, applied, lr)

@@ -102,7 +102,8 @@ class Validator:
         self.recorder.image("val/alignment_hard", _image(out["attn_hard"][0, 0, :t, :n].T), step)
 
     def synthesizer(self):
-        from voxtrain.synth import AcousticModel, Synthesizer
+        from voxtrain.inference.loader import AcousticModel
+        from voxtrain.inference.torch_voice import Synthesizer
 
         if self._synth is None:
             acoustic = AcousticModel(self.model, self.cfg, self.store.symbols)

@@ -22,11 +22,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrizations, parametrize
 
+from voxtrain.errors import VoxtrainError
+
 LRELU_SLOPE = 0.1
 _BUNDLED_FILE = ("data", "generator_LJSpeech.pth.tar")
 
 
-class VocoderError(RuntimeError):
+class VocoderError(VoxtrainError, RuntimeError):
     """A vocoder checkpoint or its configuration cannot be used; the message says why."""
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from voxtrain.config import Config
+from voxtrain.train.engine import TrainResult, run_task
 from voxtrain.vocoder_training.setup import VocoderOptions
 from voxtrain.vocoder_training.sources import VocoderTrainingError
-from voxtrain.vocoder_training.trainer import VocoderResult, VocoderTrainer
+from voxtrain.vocoder_training.task import VocoderOpener
 
 
 def train_vocoder(
@@ -26,23 +27,20 @@ def train_vocoder(
     run_dir: str | Path,
     config: Config | None = None,
     until_step: int | None = None,
-) -> VocoderResult:
+) -> TrainResult:
     """Fine-tune (or resume fine-tuning) the bundled HiFi-GAN generator in `run_dir`.
 
     checkpoint: the acoustic model (a `voxtrain train` checkpoint .pt or .safetensors export)
     trained on `features`, the feature store `voxtrain prepare` made from `corpus`. config:
     its `vocoder_training`, `checkpoint` and `training.trackers` sections apply (None: the
-    defaults). until_step: a stage target; SIGTERM/SIGINT saves and returns exit code 0.
+    defaults). until_step: a stage target; SIGTERM/SIGINT saves and returns exit code 0. It runs
+    on the same harness as `voxtrain train` (its exit codes, its out-of-memory retry and non-finite skip).
     Raises VocoderTrainingError (or the store's StoreError, the lock's RunLockedError) when
     the inputs cannot be used, with what to do.
     """
     opts = VocoderOptions(Path(checkpoint), Path(features), Path(corpus), Path(run_dir),
                           config if config is not None else Config(), until_step)
-    trainer = VocoderTrainer(opts)
-    try:
-        return trainer.train()
-    finally:
-        trainer.close()
+    return run_task(VocoderOpener(opts), opts.run_dir, opts.until_step)
 
 
-__all__ = ["VocoderOptions", "VocoderResult", "VocoderTrainingError", "train_vocoder"]
+__all__ = ["VocoderOptions", "VocoderTrainingError", "train_vocoder"]

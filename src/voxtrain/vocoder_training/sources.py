@@ -1,25 +1,27 @@
 """What a vocoder fine-tune is made from, each checked against the others before any work:
 the feature store, the acoustic checkpoint trained on it, and the corpus it was prepared from.
 
-Every refusal is a `VocoderTrainingError` naming the file or field at fault and what to do.
+Every refusal is a `VocoderTrainingError` naming the file or field at fault and what to do (a
+checkpoint's unusable embedded config: the ConfigError that names it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from voxtrain.artifacts.checkpoints import CheckpointError
-from voxtrain.artifacts.store import FeatureStore, file_sha256
-from voxtrain.artifacts.weights import load_weights
+from voxtrain.artifacts.store import FeatureStore
 from voxtrain.audio import AudioError, load_audio, mel_spectrogram, num_frames, trim_silence
-from voxtrain.config import AudioConfig, Config, ConfigError, config_from_dict
+from voxtrain.config import AudioConfig, Config, config_from_dict
 from voxtrain.data.loader import collate
 from voxtrain.data.metadata import PrepareError, check_corpus_dir, read_metadata
+from voxtrain.errors import VoxtrainError
+from voxtrain.inference.errors import SynthError
+from voxtrain.inference.loader import AcousticModel as Acoustic  # the name this package's modules use
+from voxtrain.inference.loader import load_acoustic_model
 from voxtrain.model import FastSpeech2
 
 # The settings that define a mel frame: a model and a store must agree on every one.
@@ -30,19 +32,8 @@ MEL_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmi
 MEL_TOLERANCE = 0.1
 
 
-class VocoderTrainingError(RuntimeError):
+class VocoderTrainingError(VoxtrainError, RuntimeError):
     """A vocoder fine-tune cannot start as asked; the message says what to change."""
-
-
-@dataclass
-class Acoustic:
-    """The acoustic model whose teacher-forced mels the vocoder learns to render."""
-
-    model: FastSpeech2
-    config: Config
-    path: Path
-    sha256: str
-    meta: dict  # what an export of it says: config, symbols, step and the voice's facts
 
 
 def store_audio(store: FeatureStore) -> AudioConfig:
@@ -53,43 +44,22 @@ def store_audio(store: FeatureStore) -> AudioConfig:
 
 
 def load_acoustic(path: Path, store: FeatureStore) -> Acoustic:
-    """The FastSpeech2 model of a training checkpoint (.pt) or export (.safetensors + .json),
-    in eval mode, after checking that it was trained on features like the store's."""
+    """The acoustic model of a training checkpoint (.pt) or export (.safetensors + .json), as
+    every voice is loaded (voxtrain.inference.loader: eval mode, gradients off), after checking
+    that it was trained on features like the store's."""
     path = Path(path)
     try:
-        weights, meta = load_weights(path)
-    except CheckpointError as err:
+        acoustic = load_acoustic_model(path)
+    except SynthError as err:
         raise VocoderTrainingError(f"--checkpoint: {err}") from None
-    if "config" not in meta or "symbols" not in meta:
-        raise VocoderTrainingError(f"--checkpoint {path}: no config and symbols (an export needs its .json sidecar "
-                                   f"beside it)")
-    try:
-        config = config_from_dict(meta["config"], f"{path} (embedded config)")
-    except ConfigError as err:
-        raise VocoderTrainingError(str(err)) from None
-    _check_mel_settings(config.audio, store, path)
-    if meta["symbols"] != store.symbols.to_dict():
+    _check_mel_settings(acoustic.config.audio, store, path)
+    if acoustic.meta["symbols"] != store.symbols.to_dict():
         raise VocoderTrainingError(
             f"--checkpoint {path} was trained with another symbol table than the feature store {store.root}: its "
             f"phoneme ids would mean other sounds. Pass the acoustic checkpoint trained on this store (`voxtrain "
             f"train --features {store.root}`), or the store it was trained on."
         )
-    model = FastSpeech2(config.model, len(store.symbols), config.audio.n_mels)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise VocoderTrainingError(f"--checkpoint {path} does not hold a FastSpeech2 acoustic model matching its "
-                                   f"own config ({first}); pass a `voxtrain train` checkpoint or export") from None
-    model.eval().requires_grad_(False)
-    return Acoustic(model, config, path, file_sha256(path), _voice_meta(meta))
-
-
-def _voice_meta(meta: dict) -> dict:
-    """The parts of a checkpoint's or export's metadata that describe the voice (a training
-    checkpoint also holds optimizer state and RNGs, which an inference export must not carry)."""
-    keep = ("config", "symbols", "step", "val_mel_loss", "scores", "symbol_clips", "speaker_stats")
-    return {k: meta[k] for k in keep if k in meta}
+    return acoustic
 
 
 def _check_mel_settings(model_audio: AudioConfig, store: FeatureStore, path: Path) -> None:
@@ -127,6 +97,19 @@ def run_config(cfg: Config, acoustic: Acoustic, store: FeatureStore) -> Config:
     data["audio"] = dict(store_audio(store).model_dump(mode="json"))
     data["model"], data["text"] = acoustic.config.to_dict()["model"], acoustic.config.to_dict()["text"]
     return config_from_dict(data, "vocoder fine-tune settings")
+
+
+def check_segments(cfg: Config) -> None:
+    """Refuse segments too short for the STFTs of the losses."""
+    vcfg, hop = cfg.vocoder_training, cfg.audio.hop_length
+    samples = vcfg.segment_frames * hop
+    need = max([cfg.audio.n_fft // 2] + [n_fft // 2 for n_fft, _, _ in vcfg.stft_resolutions])
+    if samples <= need:
+        raise VocoderTrainingError(
+            f"vocoder_training.segment_frames {vcfg.segment_frames} makes segments of {samples} samples, too short "
+            f"for the STFTs of the losses (more than {need} needed): raise segment_frames to at least "
+            f"{need // hop + 1}, or drop the largest vocoder_training.stft_resolutions"
+        )
 
 
 def corpus_audio_files(corpus: Path, store: FeatureStore) -> list[Path]:

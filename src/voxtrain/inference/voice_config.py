@@ -1,11 +1,12 @@
 """The `VOICE.onnx.json` beside an exported voice: piper's voice-config format, plus a
-`voxtrain` section that voxtrain's own onnx engine reads (text settings, symbol table).
+`voxtrain` section that voxtrain's own onnxruntime voice (onnx_voice) reads (text settings,
+symbol table). Written by `voxtrain export --onnx` (voxtrain.export.onnx).
 
 What piper reads (piper.config.PiperConfig.from_dict): audio.sample_rate, espeak.voice,
 phoneme_type, phoneme_id_map, num_symbols, num_speakers, inference.{noise_scale,
 length_scale, noise_w}, and optionally speaker_id_map, hop_length, vowel_clusters.
 
-No torch here: the onnx engine runs without it.
+No torch here: the onnx voice runs without it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import unicodedata
 from typing import Any
 
 from voxtrain.config import AudioConfig, TextConfig
+from voxtrain.errors import VoxtrainError
 from voxtrain.text.symbols import BOS, EOS, PAD, UNK, SymbolTable
 
 VOICE_FORMAT = "voxtrain-onnx-voice"
@@ -30,7 +32,7 @@ SCALES_NOTE = (
 )
 
 
-class VoiceConfigError(ValueError):
+class VoiceConfigError(VoxtrainError, ValueError):
     """A voice config cannot be used by voxtrain; the message says why."""
 
 
@@ -95,7 +97,7 @@ def piper_voice_config(
 
 
 def read_voxtrain_section(config: dict[str, Any], source: str) -> tuple[TextConfig, SymbolTable]:
-    """The text settings and symbol table voxtrain's engine needs, checked."""
+    """The text settings and symbol table voxtrain's onnx voice needs, checked."""
     section = config.get("voxtrain") if isinstance(config, dict) else None
     if not isinstance(section, dict) or section.get("format") != VOICE_FORMAT:
         raise VoiceConfigError(f"{source}: not a voxtrain voice (no 'voxtrain' section); "

@@ -1,7 +1,7 @@
-"""Streaming synthesis, shared by the PyTorch engine (synth.Synthesizer.stream) and the onnx
-engine (export.engine.OnnxVoice.stream): the acoustic model runs once on the whole utterance,
-then HiFi-GAN runs over consecutive mel windows and each chunk of audio is handed out as soon
-as it is ready.
+"""Streaming synthesis, shared by the PyTorch voice (torch_voice.Synthesizer.stream) and the
+onnxruntime voice (onnx_voice.OnnxVoice.stream): the acoustic model runs once on the whole
+utterance, then HiFi-GAN runs over consecutive mel windows and each chunk of audio is handed out
+as soon as it is ready.
 
 HiFi-GAN is convolutions only, so a sample depends on the mel frames within a fixed radius of
 it and on nothing further away (`context_frames`). Each window is vocoded with that many frames
@@ -9,7 +9,7 @@ of context either side, and only the samples of its own frames are kept: the str
 is the unstreamed waveform up to float rounding (STREAM_MAX_ABS), so joins cannot click.
 
 The first chunk is small, so the first audio comes early; later chunks grow, so the context
-frames, vocoded twice, cost less of the total. No torch here: the onnx engine streams without it.
+frames, vocoded twice, cost less of the total. No torch here: the onnx voice streams without it.
 """
 
 from __future__ import annotations
@@ -24,16 +24,15 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
+from voxtrain.artifacts.wav import WavWriter, to_pcm16
+from voxtrain.inference.errors import StreamError
+
 # Streamed vs unstreamed audio, both fp32, any chunking: max |diff| over samples. The windows
 # see exactly the frames the whole mel gives those samples, so what is left is float rounding
 # of convolutions run over other lengths; measured 1e-5 on the demo voice.
 STREAM_MAX_ABS = 1e-4
 # HifiGanGenerator's conv_pre and conv_post are kernel-7 convolutions: 3 samples either side.
 _EDGE_CONV_RADIUS = 3
-
-
-class StreamError(ValueError):
-    """Streaming settings or a streaming input that cannot work; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -121,11 +120,6 @@ def stream_windows(
         yield audio[(start - lo) * hop : (end - lo) * hop]
 
 
-def to_pcm16(audio: np.ndarray) -> bytes:
-    """Little-endian 16-bit PCM, scaled as the WAV writer scales (x 32767, clipped to [-1, 1])."""
-    return np.round(np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-
-
 @dataclass
 class StreamStats:
     """What one streamed text took: first_audio_s from the request to the first chunk out."""
@@ -166,30 +160,8 @@ class PcmWriter:
         self.stream.flush()
 
 
-class WavWriter:
-    """A 16-bit WAV written as the chunks come (flushed after each); the header's length is
-    set when the file is closed, so use it as a context manager."""
-
-    def __init__(self, path: str | Path, sample_rate: int) -> None:
-        import soundfile as sf
-
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = sf.SoundFile(self.path, "w", samplerate=sample_rate, channels=1, subtype="PCM_16")
-
-    def __call__(self, chunk: np.ndarray) -> None:
-        self._file.write(np.clip(chunk, -1.0, 1.0))
-        self._file.flush()
-
-    def __enter__(self) -> WavWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._file.close()
-
-
 class Streamer(Protocol):
-    """What stream_texts drives: synth.Synthesizer and export.engine.OnnxVoice."""
+    """What stream_texts drives: torch_voice.Synthesizer and onnx_voice.OnnxVoice."""
 
     @property
     def sample_rate(self) -> int: ...

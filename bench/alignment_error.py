@@ -1,6 +1,6 @@
-"""Objective checks of a trained voice's alignment: its learned and predicted durations against
-piper's per-phoneme durations. The listening scores (ASR word error rate, DNSMOS, speaker
-similarity) are in `voxtrain.listening`."""
+"""Objective checks of a trained voice's alignment, for bench/quality.py: its learned and predicted
+durations against piper's per-phoneme durations. The listening scores (ASR word error rate,
+DNSMOS, speaker similarity) are in `voxtrain.listening`."""
 
 from __future__ import annotations
 

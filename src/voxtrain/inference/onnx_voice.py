@@ -1,11 +1,11 @@
-"""The onnx engine: an exported voice (VOICE.onnx + VOICE.onnx.json) run by onnxruntime.
+"""The onnxruntime voice: an exported voice (VOICE.onnx + VOICE.onnx.json) without torch.
 
 Text goes through voxtrain's own front end (voxtrain.text: normalization, espeak-ng,
 symbol table), ids through the ONNX graph; torch is never imported, so a deployment needs
 only onnxruntime, numpy, soundfile and the text packages. The same graph plays in piper.
 
 Streaming (OnnxVoice.stream) runs the voice's two streaming graphs instead: the acoustic half
-once, then the generator over mel windows (voxtrain.streaming). Whole waveforms take the same
+once, then the generator over mel windows (inference.streaming). Whole waveforms take the same
 pair when the voice has it (the same audio within the parity tolerance), so one process that
 both streams and synthesizes holds one copy of the weights; the piper graph is the fallback.
 Each graph is loaded on first use.
@@ -20,16 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from voxtrain.artifacts.layout import synthesis_plan
 from voxtrain.artifacts.wav import write_wav
-from voxtrain.export.voice_config import VoiceConfigError, read_stream_section, read_voxtrain_section
-from voxtrain.streaming import StreamError, StreamSettings, StreamStats, stream_texts, stream_windows
+from voxtrain.inference.errors import OnnxVoiceError
+from voxtrain.inference.plan import FOREIGN_TEXT_DEFAULT
+from voxtrain.inference.streaming import StreamSettings, stream_windows
+from voxtrain.inference.voice_config import VoiceConfigError, read_stream_section, read_voxtrain_section
 from voxtrain.text import TextProcessor
 from voxtrain.text.speakable import TextRefused, check_foreign_policy, speakable_ids
-
-
-class OnnxVoiceError(ValueError):
-    """An exported voice cannot be loaded or cannot speak a text; the message says why."""
 
 
 def _session(model: str | Path | bytes, threads: int | None) -> Any:
@@ -52,14 +49,14 @@ Model = str | Path | bytes
 
 
 class OnnxVoice:
-    """An exported voice in memory: text -> waveform with onnxruntime, like voxtrain.synth.Synthesizer.
+    """An exported voice in memory: text -> waveform with onnxruntime, like torch_voice.Synthesizer.
 
     `model` is the piper graph; `acoustic` and `vocoder` the streaming graphs. Given as None for
     a `model` path, they are the files the config names beside it, if it names them.
     """
 
     def __init__(self, model: Model, config: dict[str, Any], threads: int | None = None,
-                 foreign_text: str = "spell", source: str = "voice",
+                 foreign_text: str = FOREIGN_TEXT_DEFAULT, source: str = "voice",
                  acoustic: Model | None = None, vocoder: Model | None = None) -> None:
         try:
             check_foreign_policy(foreign_text)
@@ -80,7 +77,7 @@ class OnnxVoice:
         self._text: TextProcessor | None = None  # built on first use: espeak costs a library copy
 
     @classmethod
-    def load(cls, path: str | Path, threads: int | None = None, foreign_text: str = "spell") -> OnnxVoice:
+    def load(cls, path: str | Path, threads: int | None = None, foreign_text: str = FOREIGN_TEXT_DEFAULT) -> OnnxVoice:
         """Load VOICE.onnx and the VOICE.onnx.json beside it (each graph is read on first use)."""
         path = Path(path)
         config_path = path.with_name(path.name + ".json")
@@ -183,7 +180,7 @@ class OnnxVoice:
     def stream(self, text: str, pace: float = 1.0, allow_unknown: bool = False,
                settings: StreamSettings | None = None) -> Iterator[np.ndarray]:
         """Synthesizer.stream with onnxruntime: one text's audio in chunks that join to waveforms()'
-        within voxtrain.streaming.STREAM_MAX_ABS. The text front end and the acoustic graph run
+        within inference.streaming.STREAM_MAX_ABS. The text front end and the acoustic graph run
         before this returns (so a refused text raises here), the vocoder chunk by chunk."""
         if pace <= 0:
             raise OnnxVoiceError(f"pace must be > 0, got {pace}")
@@ -209,37 +206,3 @@ class OnnxVoice:
     def write(self, wav: np.ndarray, path: str | Path) -> Path:
         return write_wav(path, wav, self.sample_rate)
 
-
-def synthesize_onnx(
-    text: str | list[str],
-    voice: str | Path,
-    out: str | Path,
-    pace: float = 1.0,
-    threads: int | None = None,
-    foreign_text: str = "spell",
-) -> list[Path]:
-    """`voxtrain synth --engine onnx`: like voxtrain.synth.synthesize, with an exported voice."""
-    texts, paths = synthesis_plan(text, out, error=OnnxVoiceError)
-    engine = OnnxVoice.load(voice, threads, foreign_text)
-    for path, wav in zip(paths, engine.waveforms(texts, pace), strict=True):
-        engine.write(wav, path)
-    return paths
-
-
-def synthesize_onnx_stream(
-    text: str | list[str],
-    voice: str | Path,
-    out: str | Path,
-    pace: float = 1.0,
-    threads: int | None = None,
-    foreign_text: str = "spell",
-    settings: StreamSettings | None = None,
-) -> list[tuple[str, StreamStats]]:
-    """`voxtrain synth --engine onnx --stream`: voxtrain.synth.synthesize_stream with an exported voice."""
-    texts, paths = synthesis_plan(text, out, stdout_allowed=True, error=OnnxVoiceError)
-    engine = OnnxVoice.load(voice, threads, foreign_text)
-    engine.require_streaming()
-    try:
-        return stream_texts(engine, texts, paths, pace, settings)
-    except StreamError as err:
-        raise OnnxVoiceError(str(err)) from None

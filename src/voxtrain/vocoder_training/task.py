@@ -1,0 +1,219 @@
+"""The vocoder task: the HiFi-GAN generator fine-tuned on teacher-forced mels, run by the harness.
+
+Only the generator trains, on an L1 log-mel loss plus a multi-resolution STFT loss. No
+discriminators yet: the bundled package ships the generator alone, and discriminators
+started from scratch need far more steps to become useful critics than a CPU fine-tune has.
+
+Data order is a pure function of (seed, epoch, batch): each epoch is a seeded permutation of
+the training clips, cut into batches, and each segment's position is drawn from a generator
+seeded by its batch. A checkpoint therefore only needs (step, epoch, batch_in_epoch) to
+resume on exactly the segments an unbroken run would see. With several processes each
+takes its share of every global batch.
+
+Validation: the mel L1 of the whole validation clips, at step 0 (the untouched vocoder, the
+baseline) and every validate_every steps; the best generator is exported in jik876 format
+to RUN/checkpoints/generator_best.pt, and beside it the whole voice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from voxtrain.artifacts.checkpoint_format import serialize
+from voxtrain.artifacts.checkpoints import CheckpointManager
+from voxtrain.artifacts.recorder import RunRecorder
+from voxtrain.artifacts.weights import export_weights, weights_bytes
+from voxtrain.atomic import write_atomic
+from voxtrain.audio import MelSpectrogram
+from voxtrain.train.state import seed_everything
+from voxtrain.train.step import train_step
+from voxtrain.train.stopping import StopRules
+from voxtrain.train.task import LoopSettings, OptimizerSlot, RunContext, StepResult, Validation
+from voxtrain.vocoder.losses import MelLoss, MultiResolutionSTFTLoss
+from voxtrain.vocoder_training.setup import VocoderInputs, VocoderOptions, open_inputs
+
+log = logging.getLogger("voxtrain.vocoder_training")
+
+
+@dataclass
+class Segments:
+    """A batch of (teacher-forced mel, real audio) segments: mels (B, n_mels, F), wavs (B, F * hop)."""
+
+    mels: torch.Tensor
+    wavs: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.mels)
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> Segments:
+        return Segments(self.mels.to(device, non_blocking=non_blocking),
+                        self.wavs.to(device, non_blocking=non_blocking))
+
+    def split(self, parts: int) -> list[Segments]:
+        size = -(-len(self) // parts)
+        return [Segments(m, w) for m, w in zip(self.mels.split(size), self.wavs.split(size), strict=True)]
+
+    def frame_counts(self) -> tuple[int, int]:
+        frames = self.mels.shape[0] * self.mels.shape[2]
+        return frames, frames  # segments are cut to one length: no padding
+
+
+class SegmentOrder:
+    """Which (clip, start frame) segments make this process's share of batch `index` of `epoch`."""
+
+    def __init__(self, clips: list[int], lengths: list[int], batch_size: int, frames: int, seed: int,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.clips, self.lengths, self.frames, self.seed = clips, lengths, frames, seed
+        self.rank, self.world_size = rank, world_size
+        self.batch_size = max(min(batch_size * world_size, len(clips)) // world_size, 1)
+        self.per_epoch = max(len(clips) // (self.batch_size * world_size), 1)
+
+    def batch(self, epoch: int, index: int) -> list[tuple[int, int]]:
+        whole = self.batch_size * self.world_size
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.clips))
+        members = order[index * whole : (index + 1) * whole]
+        where = np.random.default_rng([self.seed, epoch, index, 1])
+        picks = [(self.clips[m], int(where.integers(0, max(self.lengths[m] - self.frames, 0) + 1))) for m in members]
+        return picks[self.rank :: self.world_size]
+
+
+class VocoderObjective:
+    """The generator's reconstruction losses on a batch of segments."""
+
+    def __init__(self, inputs: VocoderInputs) -> None:
+        self.w = inputs.config.vocoder_training
+        self.mel_loss = MelLoss(inputs.config.audio)
+        self.stft_loss = MultiResolutionSTFTLoss(self.w.stft_resolutions)
+
+    def __call__(self, generator: torch.nn.Module, batch: Segments, step: int) -> tuple[torch.Tensor, dict]:
+        generated = generator(batch.mels)
+        mel = self.mel_loss(generated, batch.wavs)
+        sc, mag = self.stft_loss(generated, batch.wavs)
+        total = self.w.mel_weight * mel + self.w.stft_weight * (sc + mag)
+        return total, {"total": total, "mel": mel, "sc": sc, "mag": mag}
+
+
+class VocoderTask:
+    mode = "vocoder"
+    critics: dict[str, torch.nn.Module] = {}
+
+    def __init__(self, ctx: RunContext, inputs: VocoderInputs) -> None:
+        self.ctx, self.inputs = ctx, inputs
+        self.config = inputs.config
+        v = self.config.vocoder_training
+        self.description = inputs.describe(ctx)
+        self.loop = LoopSettings("vocoder_training", v.max_steps, v.log_every, v.validate_every, v.save_every,
+                                 v.max_nonfinite_steps, validate_at_ends=True)
+        self.stop_rules = StopRules({}, 1)  # a vocoder fine-tune ends at its step target
+        self.symbols, self.dataset_fingerprint = inputs.store.symbols.to_dict(), inputs.store.fingerprint
+        self.run_facts = inputs.run_facts()
+        acc = ctx.accelerator
+        optimizer = torch.optim.AdamW(inputs.generator.parameters(), lr=v.lr, betas=tuple(v.betas),
+                                      weight_decay=v.weight_decay)
+        self.wrapped, optimizer = acc.prepare(inputs.generator, optimizer)
+        self.model = acc.unwrap_model(self.wrapped)
+        self.slots = {"model": OptimizerSlot(optimizer, lambda n: v.lr, v.grad_clip)}
+        self.objective = VocoderObjective(inputs)
+        pairs = inputs.pairs
+        train = pairs.split("train")
+        self.order = SegmentOrder(train, [pairs.n_frames(i) for i in train], v.batch_size, v.segment_frames, v.seed,
+                                  acc.process_index, acc.num_processes)
+        self.val_clips = pairs.split("val")
+        self.mel = MelSpectrogram(self.config.audio)
+        self.recorder: RunRecorder | None = None
+
+    def attach(self, recorder: RunRecorder | None) -> None:
+        self.recorder = recorder
+
+    def batches(self, epoch: int, batch_in_epoch: int) -> Iterator[tuple[int, int, Segments]]:
+        frames = self.config.vocoder_training.segment_frames
+        while True:
+            if batch_in_epoch >= self.order.per_epoch:
+                epoch, batch_in_epoch = epoch + 1, 0
+            mels, wavs = self.inputs.pairs.batch(self.order.batch(epoch, batch_in_epoch), frames)
+            batch_in_epoch += 1
+            yield epoch, batch_in_epoch, Segments(mels, wavs)
+
+    def step(self, micro_batches: list[Segments], step: int) -> StepResult:
+        self.wrapped.train()
+        return train_step(self.wrapped, self.objective, self.slots["model"], self.ctx.accelerator, micro_batches,
+                          step, check_grad_norm=self.ctx.precision != "fp16")
+
+    @torch.no_grad()
+    def validate(self, step: int) -> Validation | None:
+        """Mean |log-mel| error of the generator's audio from each validation clip's teacher-forced
+        mel against the clip's real mel (the store's), over every frame and band."""
+        if not self.val_clips:
+            log.warning("the feature store has no validation clips: no val_mel, no best generator export")
+            return None
+        t0 = time.perf_counter()
+        device = self.ctx.accelerator.device
+        self.model.eval()
+        error, count = 0.0, 0
+        for i in self.val_clips:
+            predicted, _ = self.inputs.pairs.clip(i)
+            real = torch.from_numpy(self.inputs.store.item(i)["mel"].astype(np.float32)).T
+            mel = self.mel(self.model(torch.from_numpy(predicted).T[None].to(device)).float().cpu())[0]
+            error += float(torch.sum(torch.abs(mel - real)))
+            count += real.numel()
+        val = error / count
+        self.recorder.val(step, {"mel": val})
+        log.info("validation at step %d: val_mel %.4f over %d clips (%.1fs)", step, val, len(self.val_clips),
+                 time.perf_counter() - t0)
+        return Validation(val, None, {"val_mel": val})
+
+    def export_best(self, ckpt: CheckpointManager, validation: Validation) -> None:
+        """The current generator as the run's best, `{"generator": state_dict}` (what
+        `load_hifigan` reads), and beside it the whole voice: the acoustic model's weights
+        with a sidecar naming that generator, which synth, the exports and evaluate then use
+        unasked."""
+        run, best, acoustic = self.ctx.run, ckpt.best, self.inputs.acoustic
+        data = serialize({"generator": {k: v.detach().clone() for k, v in self.model.state_dict().items()}})
+        meta = dict(acoustic.meta, vocoder=run.vocoder_export.name, vocoder_step=best.step,
+                    vocoder_val_mel=best.val_mel, acoustic_checkpoint=acoustic.path.name)
+
+        def write() -> None:
+            write_atomic(data, run.vocoder_export)
+            export_weights(acoustic.model.state_dict(), meta, run.best_export)
+
+        ckpt.export_guarded(len(data) + weights_bytes(acoustic.model.state_dict()), write,
+                            generator=str(run.vocoder_export))
+
+    def facts(self) -> dict[str, Any]:
+        return self.inputs.checkpoint_facts()
+
+    def announce(self) -> dict[str, Any]:
+        o, v = self.order, self.config.vocoder_training
+        log.info("vocoder fine-tune: %d train / %d val clips, %d batches of %d x %d frames per epoch per process",
+                 len(o.clips), len(self.val_clips), o.per_epoch, o.batch_size, v.segment_frames)
+        return {"acoustic_checkpoint": str(self.inputs.acoustic.path)}
+
+    def advice(self, trouble: str) -> str:
+        v = self.config.vocoder_training
+        if trouble == "out_of_memory_retry":
+            return "lower vocoder_training.batch_size or segment_frames to avoid the retries"
+        if trouble == "out_of_memory":
+            return (f"Lower vocoder_training.batch_size ({v.batch_size}) or vocoder_training.segment_frames "
+                    f"({v.segment_frames}).")
+        return f"Lower vocoder_training.lr ({v.lr:g}), or set vocoder_training.precision=fp32."
+
+
+class VocoderOpener:
+    """A `train-vocoder` invocation, opened into a task once the harness holds the run."""
+
+    def __init__(self, opts: VocoderOptions) -> None:
+        self.opts, self.config = opts, opts.config
+        self.precision = opts.config.vocoder_training.precision
+
+    def open(self, ctx: RunContext) -> VocoderTask:
+        # Seeded like the acoustic task: a fresh run's RNGs are then a function of the config
+        # alone, and a resume's restored RNGs are the unbroken run's.
+        seed_everything(self.config.vocoder_training.seed)
+        return VocoderTask(ctx, open_inputs(self.opts, ctx))
