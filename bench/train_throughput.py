@@ -31,8 +31,10 @@ from voxtrain.config import load_config
 from voxtrain.malloc import retain_freed_memory
 from voxtrain.model import Batch, FastSpeech2, FastSpeech2Loss
 from voxtrain.text.symbols import SymbolTable
+from voxtrain.train.acoustic import AcousticObjective
 from voxtrain.train.optim import make_optimizer
 from voxtrain.train.step import train_step
+from voxtrain.train.task import OptimizerSlot
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES_PER_PHONEME = 5.05  # LJSpeech: ~555 frames for ~110 phonemes
@@ -111,14 +113,15 @@ class Step:
         model = FastSpeech2(cfg.model, self.n_symbols, cfg.audio.n_mels).train()
         self.loss_fn = FastSpeech2Loss(cfg.training, cfg.model.aligner)
         optimizer = make_optimizer(model.parameters(), cfg.training, self.accelerator.device)
-        self.model, self.opt = self.accelerator.prepare(model, optimizer)
+        self.model, opt = self.accelerator.prepare(model, optimizer)
+        self.slot = OptimizerSlot(opt, lambda n: cfg.training.lr, cfg.training.grad_clip)
+        self.objective = AcousticObjective(self.loss_fn)
         self.step_no = 10**6  # past the binarization ramp: every loss term is on
 
     def __call__(self, batch: Batch) -> float:
         """Seconds of one step, including the host sync that ends it (as in the engine)."""
         t0 = time.perf_counter()
-        train_step(self.model, self.loss_fn, self.opt, self.accelerator, [batch], self.step_no,
-                   lr=self.cfg.training.lr, grad_clip=self.cfg.training.grad_clip)
+        train_step(self.model, self.objective, self.slot, self.accelerator, [batch], self.step_no)
         if self.accelerator.device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t0

@@ -104,5 +104,5 @@ def test_best_by_a_score_falls_back_to_val_mel_where_the_score_is_missing():
     picks = [tracker.consider(s, m, sc) for s, m, sc in
              [(10, 0.9, {"wer": 0.5}), (20, 0.8, {"wer": 0.3}), (30, 0.5, {"wer": 0.4}), (40, 0.7, {})]]
     assert picks == [True, True, False, True] and tracker.step == 40
-    restored = BestTracker.from_state({"best": tracker.state()}, "wer", "below")
+    restored = BestTracker.from_state(tracker.state(), "wer", "below")
     assert restored.consider(60, 0.1, {"wer": 0.31}) is False  # the bar (0.3) survived the checkpoint

@@ -277,9 +277,10 @@ def test_a_sigkill_mid_save_leaves_a_resumable_run(reference, acoustic, features
     run = RunDir(tmp_path / "killed")
     cmd = vocoder_cmd(acoustic, features, corpus_dir, run.root, vocoder_config,
                       "--set", "vocoder_training.save_every=2")
-    proc = subprocess.Popen(cmd, env=dict(_env(), VOXTRAIN_TEST_SLOW_WRITE_S="8"), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, env=dict(_env(), VOXTRAIN_TEST_SLOW_WRITE_S="0.2"), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
     output = OutputLines(proc.stdout)
+    # 0.2 s per 4 MB chunk: about 8 s for a 170 MB vocoder checkpoint.
     try:  # the save of step 2 completes; the one of step 4 is killed while it writes
         tmp = wait_until(lambda: sorted(run.checkpoints.glob(".ckpt-step00000004.pt.tmp*")), 240, "the step-4 save",
                          proc)

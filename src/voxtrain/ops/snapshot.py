@@ -53,6 +53,9 @@ def run_snapshot(run: Path | str, tail: MetricsTail | None = None, now: float | 
     _fill_scores(snap, view)
     _fill_health(snap, traj)
     snap.warnings = run_warnings(snap, traj)
+    if view.config_error:  # the trainer would refuse to resume such a run as well
+        snap.warnings.append(f"{view.run.config.name} could not be loaded, so targets and the disk margin are not "
+                             f"known: {view.config_error}")
     return snap
 
 
@@ -195,8 +198,8 @@ def _fill_checkpoints(snap: RunSnapshot, view: RunView) -> None:
 def _fill_scores(snap: RunSnapshot, view: RunView) -> None:
     if view.traj.evals:
         newest = view.traj.evals[-1]
-        snap.scores_step, snap.scores, snap.scores_seconds = newest["step"], eval_scores(newest), number(
-            newest.get("seconds"))
+        snap.scores_step, snap.scores = newest["step"], eval_scores(newest)
+        snap.scores_seconds = number(newest.get("seconds"))
     snap.targets = [t.to_json() for t in view.targets]
 
 

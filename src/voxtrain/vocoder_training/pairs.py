@@ -30,7 +30,8 @@ from voxtrain.atomic import fsync_dir, temp_path, write_json_atomic
 from voxtrain.audio.features import LOG_CLAMP
 from voxtrain.config import AudioConfig
 from voxtrain.data.loader import FeatureDataset
-from voxtrain.vocoder_training.sources import Acoustic, real_audio, teacher_forced_mel
+from voxtrain.inference.loader import AcousticModel
+from voxtrain.vocoder_training.sources import real_audio, teacher_forced_mel
 
 log = logging.getLogger("voxtrain.vocoder_training")
 
@@ -39,7 +40,7 @@ PAIRS_VERSION = 1
 SILENT_MEL = float(np.log(LOG_CLAMP))
 
 
-def pairs_signature(store: FeatureStore, acoustic: Acoustic) -> dict[str, Any]:
+def pairs_signature(store: FeatureStore, acoustic: AcousticModel) -> dict[str, Any]:
     """What the pairs depend on: the store's content and the acoustic checkpoint's bytes."""
     return {"version": PAIRS_VERSION, "store_fingerprint": store.fingerprint, "acoustic_sha256": acoustic.sha256}
 
@@ -88,7 +89,7 @@ class PairSet:
         return mels, torch.from_numpy(np.stack([w for _, w in parts]))
 
 
-def open_pairs(run: RunDir, store: FeatureStore, acoustic: Acoustic, audio_files: list[Path],
+def open_pairs(run: RunDir, store: FeatureStore, acoustic: AcousticModel, audio_files: list[Path],
                audio: AudioConfig) -> PairSet:
     """The run's pairs, made now unless the run already holds them for the same inputs."""
     signature = pairs_signature(store, acoustic)
@@ -105,7 +106,7 @@ def open_pairs(run: RunDir, store: FeatureStore, acoustic: Acoustic, audio_files
     return PairSet(run)
 
 
-def build_pairs(run: RunDir, store: FeatureStore, acoustic: Acoustic, audio_files: list[Path],
+def build_pairs(run: RunDir, store: FeatureStore, acoustic: AcousticModel, audio_files: list[Path],
                 audio: AudioConfig, signature: dict[str, Any]) -> None:
     """Write the pairs of every clip: the real audio first (so a corpus that does not match
     the store is refused before the slower model pass), then the teacher-forced mels."""

@@ -17,11 +17,11 @@ from voxtrain.artifacts.checkpoint_format import TrainingState
 from voxtrain.artifacts.store import FeatureStore
 from voxtrain.atomic import remove_temp_files
 from voxtrain.config import Config
+from voxtrain.inference.loader import AcousticModel
 from voxtrain.train.task import RunContext
 from voxtrain.vocoder import HifiGanGenerator, VocoderError, load_hifigan, load_vocoder
 from voxtrain.vocoder_training.pairs import PairSet, open_pairs, pairs_signature
 from voxtrain.vocoder_training.sources import (
-    Acoustic,
     VocoderTrainingError,
     check_segments,
     corpus_audio_files,
@@ -50,7 +50,7 @@ class VocoderInputs:
     """Every input of a vocoder fine-tune, checked against the others."""
 
     store: FeatureStore
-    acoustic: Acoustic
+    acoustic: AcousticModel
     corpus: Path
     config: Config
     pairs: PairSet
@@ -106,7 +106,7 @@ def open_inputs(opts: VocoderOptions, ctx: RunContext) -> VocoderInputs:
     return VocoderInputs(store, acoustic, Path(opts.corpus), cfg, pairs, generator)
 
 
-def _check_resume(state: TrainingState, path: Path, store: FeatureStore, acoustic: Acoustic) -> None:
+def _check_resume(state: TrainingState, path: Path, store: FeatureStore, acoustic: AcousticModel) -> None:
     if state.mode != "vocoder":
         raise VocoderTrainingError(f"{path} is not a vocoder fine-tune's checkpoint (mode {state.mode!r}): "
                                    f"give train-vocoder a new --run")

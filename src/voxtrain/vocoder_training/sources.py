@@ -20,8 +20,7 @@ from voxtrain.data.loader import collate
 from voxtrain.data.metadata import PrepareError, check_corpus_dir, read_metadata
 from voxtrain.errors import VoxtrainError
 from voxtrain.inference.errors import SynthError
-from voxtrain.inference.loader import AcousticModel as Acoustic  # the name this package's modules use
-from voxtrain.inference.loader import load_acoustic_model
+from voxtrain.inference.loader import AcousticModel, load_acoustic_model
 from voxtrain.model import FastSpeech2
 
 # The settings that define a mel frame: a model and a store must agree on every one.
@@ -40,10 +39,10 @@ def store_audio(store: FeatureStore) -> AudioConfig:
     try:
         return AudioConfig(**store.audio_config)
     except ValueError as err:
-        raise VocoderTrainingError(f"{store.root / 'config.json'}: unusable audio settings: {err}") from None
+        raise VocoderTrainingError(f"{store.layout.config}: unusable audio settings: {err}") from None
 
 
-def load_acoustic(path: Path, store: FeatureStore) -> Acoustic:
+def load_acoustic(path: Path, store: FeatureStore) -> AcousticModel:
     """The acoustic model of a training checkpoint (.pt) or export (.safetensors + .json), as
     every voice is loaded (voxtrain.inference.loader: eval mode, gradients off), after checking
     that it was trained on features like the store's."""
@@ -76,7 +75,7 @@ def _check_mel_settings(model_audio: AudioConfig, store: FeatureStore, path: Pat
         )
 
 
-def run_config(cfg: Config, acoustic: Acoustic, store: FeatureStore) -> Config:
+def run_config(cfg: Config, acoustic: AcousticModel, store: FeatureStore) -> Config:
     """The run's config: the given one, with the audio settings of the store and the text and
     model sections of the acoustic checkpoint (config.yaml then describes the whole run). An
     audio setting the given config sets explicitly and the store contradicts is an error."""
@@ -86,7 +85,7 @@ def run_config(cfg: Config, acoustic: Acoustic, store: FeatureStore) -> Config:
     if conflicts:
         raise VocoderTrainingError(
             "the config sets audio settings the feature store was not prepared with:\n  " + "\n  ".join(conflicts)
-            + f"\nThe audio settings come from {store.root / 'config.json'}: remove them from the config (or --set)."
+            + f"\nThe audio settings come from {store.layout.config}: remove them from the config (or --set)."
         )
     if cfg.checkpoint.best_by != "val_mel":
         raise VocoderTrainingError(
