@@ -109,7 +109,7 @@ def test_second_signal_exits_at_once_and_keeps_last_good_checkpoint(trainer_fact
     assert tmp.name.startswith(".ckpt-step00000010.pt.tmp")
     assert [s for s, _ in run.checkpoint_files()] == [5] and first.read_bytes() == before
     state, path = CheckpointManager(run, _cfg(), log=lambda m: None).load_latest()
-    assert path == first and state["step"] == 5
+    assert path == first and state.step == 5
 
 
 def _cfg():
@@ -163,7 +163,7 @@ def test_sigkill_at_chosen_moments_always_leaves_a_resumable_run(trainer_factory
         found = CheckpointManager(run, _cfg(), log=lambda m: None).load_latest()
         if files:
             assert found is not None and found[1] == files[-1][1], "checkpoints exist but the newest does not load"
-            steps_seen.append(found[0]["step"])
+            steps_seen.append(found[0].step)
     assert steps_seen == sorted(steps_seen) and steps_seen[-1] >= 8, steps_seen
     # And the run resumes from the newest checkpoint, clearing the last killed save's temporary file.
     r = t.run_to_end("--until-step", str(steps_seen[-1] + 2))
