@@ -199,7 +199,7 @@ def checkpoint_walls(run: Path) -> dict[str, float]:
     """Training wall-clock seconds at each saved checkpoint, from the run's metrics: time since
     the start event, summed over sessions when the run was resumed."""
     from voxtrain.artifacts.layout import RunDir
-    from voxtrain.artifacts.records import read_metrics
+    from voxtrain.artifacts.metrics_format import read_metrics
 
     walls, offset, start, last = {}, 0.0, None, 0.0
     for rec in read_metrics(RunDir(run).metrics):
@@ -215,7 +215,7 @@ def checkpoint_walls(run: Path) -> dict[str, float]:
 def train_speed(run: Path) -> float | None:
     """Median steps/s of a run's train records (training alone, no validation pauses)."""
     from voxtrain.artifacts.layout import RunDir
-    from voxtrain.artifacts.records import read_metrics
+    from voxtrain.artifacts.metrics_format import read_metrics
 
     speeds = [r["steps_per_s"] for r in read_metrics(RunDir(run).metrics) if r.get("steps_per_s")]
     return float(sorted(speeds)[len(speeds) // 2]) if speeds else None
@@ -257,7 +257,7 @@ def scratch(work: Path, case: Case, store: Path, wall_s: float, steps_per_s: flo
 
 def _stop_after(proc: subprocess.Popen, metrics: Path, wall_s: float) -> None:
     """SIGTERM proc wall_s after its start event (what the fine-tune's clock counts from)."""
-    from voxtrain.artifacts.records import read_metrics
+    from voxtrain.artifacts.metrics_format import read_metrics
 
     started = None
     while proc.poll() is None:
@@ -274,7 +274,7 @@ def vocoder(work: Path, case: Case, checkpoint: Path, store: Path, corpus: Path)
     """train-vocoder on the last acoustic checkpoint, a checkpoint every vocoder_every steps (their
     generators make the vocoder's curve); validation only at the end (it is slow)."""
     from voxtrain.artifacts.layout import RunDir
-    from voxtrain.artifacts.records import read_metrics
+    from voxtrain.artifacts.metrics_format import read_metrics
 
     record = work / "records" / f"vocoder_{case.name}.json"
     if (done := read_json(record)) is not None:

@@ -40,7 +40,7 @@ import yaml  # noqa: E402
 
 from voxtrain import forecast  # noqa: E402
 from voxtrain.artifacts.layout import RunDir  # noqa: E402
-from voxtrain.artifacts.records import read_metrics, trajectory  # noqa: E402
+from voxtrain.artifacts.metrics_format import read_metrics, trajectory  # noqa: E402
 
 RUNS = ROOT / "bench" / "results" / "recorded_runs"
 RESULT = ROOT / "bench" / "results" / "forecast_backtest.json"

@@ -57,7 +57,7 @@ def train_with_budget(features: Path, run: Path, config: Path, minutes: float, o
 
 def val_curve(run: Path) -> list[list[float]]:
     from voxtrain.artifacts.layout import RunDir
-    from voxtrain.artifacts.records import read_metrics
+    from voxtrain.artifacts.metrics_format import read_metrics
 
     return [[r["step"], round(r["loss_mel"], 4)] for r in read_metrics(RunDir(run).metrics) if r["type"] == "val"]
 

@@ -164,7 +164,7 @@ class Trainer:
                                 stderr=subprocess.STDOUT, text=True)
 
     def metrics(self) -> list[dict]:
-        from voxtrain.artifacts.records import read_metrics
+        from voxtrain.artifacts.metrics_format import read_metrics
 
         return read_metrics(self.run / "metrics.jsonl")
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from voxtrain import forecast
-from voxtrain.artifacts.records import read_metrics, trajectory
+from voxtrain.artifacts.metrics_format import read_metrics, trajectory
 from voxtrain.forecast import Forecast, forecast_target, linear_forecast
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import wait_until
 from voxtrain.artifacts.layout import RunDir
-from voxtrain.artifacts.records import MetricsTail
+from voxtrain.artifacts.metrics_format import MetricsTail
 from voxtrain.ops.monitor import monitor, print_status, sparkline, status_lines, text_lines
 from voxtrain.ops.snapshot import run_snapshot
 
@@ -312,7 +312,7 @@ def test_sparkline():
 WRITER = """
 import sys, time
 from pathlib import Path
-from voxtrain.artifacts.records import MetricsWriter
+from voxtrain.artifacts.metrics_format import MetricsWriter
 from voxtrain.artifacts.lock import RunLock
 from voxtrain.artifacts.layout import RunDir
 

@@ -14,7 +14,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from voxtrain.artifacts.layout import RunDir
-from voxtrain.artifacts.records import Event
+from voxtrain.artifacts.metrics_format import Event
 from voxtrain.config import ConfigError, TrainingConfig, config_from_dict
 
 # Six steps, validation (images, audio) at 3 and 6.

@@ -61,13 +61,13 @@ def run_cmd(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess
 
 def records(run: Path, kind: str) -> dict[int, dict]:
     """The run's train or val records by step."""
-    from voxtrain.artifacts.records import read_metrics
+    from voxtrain.artifacts.metrics_format import read_metrics
 
     return {r["step"]: r for r in read_metrics(run / "metrics.jsonl") if r["type"] == kind}
 
 
 def events(run: Path, name: str) -> list[dict]:
-    from voxtrain.artifacts.records import read_metrics
+    from voxtrain.artifacts.metrics_format import read_metrics
 
     return [r for r in read_metrics(run / "metrics.jsonl") if r["type"] == "event" and r["event"] == name]
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from voxtrain.artifacts.records import number, trajectory
+from voxtrain.artifacts.metrics_format import number, trajectory
+
+if TYPE_CHECKING:
+    from voxtrain.config import Config
 
 VAL_MEL = "val_mel"
 
@@ -68,19 +71,22 @@ def best_from_records(records: list[dict], metric: str = VAL_MEL, direction: str
     return best
 
 
-def run_best_by(config_path: Path) -> tuple[str, str]:
-    """(metric, direction) of a run's checkpoint.best_by, from its config.yaml; val_mel when
-    the file is missing or unreadable (runs older than best_by)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}
-        metric = str(data.get("checkpoint", {}).get("best_by") or VAL_MEL)
-    except (OSError, ValueError, AttributeError, yaml.YAMLError):
-        return VAL_MEL, "below"
+def best_by_of(config: Config | None) -> tuple[str, str]:
+    """(metric, direction) of a config's checkpoint.best_by; val_mel without a config."""
     from voxtrain.metrics import metric_direction
 
+    metric = config.checkpoint.best_by if config is not None else VAL_MEL
+    return metric, metric_direction(metric)
+
+
+def run_best_by(config_path: Path) -> tuple[str, str]:
+    """(metric, direction) of a run's checkpoint.best_by, its config.yaml read through the
+    config models as every reader of a run reads it; val_mel when the file is missing or
+    invalid (runs older than best_by)."""
+    from voxtrain.config import load_config
+    from voxtrain.errors import VoxtrainError
+
     try:
-        return metric, metric_direction(metric)
-    except ValueError:
+        return best_by_of(load_config(Path(config_path)) if Path(config_path).is_file() else None)
+    except (OSError, VoxtrainError):
         return VAL_MEL, "below"

@@ -28,7 +28,7 @@ from voxtrain.artifacts.checkpoint_format import (
 )
 from voxtrain.artifacts.disk import save_needs
 from voxtrain.artifacts.layout import RunDir
-from voxtrain.artifacts.records import Event, number, read_metrics, step_of
+from voxtrain.artifacts.metrics_format import Event, number, read_metrics, step_of
 from voxtrain.artifacts.weights import export_weights, weights_bytes
 from voxtrain.atomic import write_atomic
 

@@ -41,7 +41,7 @@ import numpy as np
 
 from voxtrain.artifacts.image import png_bytes, uint8_grey
 from voxtrain.artifacts.layout import RunDir
-from voxtrain.artifacts.records import EVAL, TRAIN, VAL, Event, MetricsWriter
+from voxtrain.artifacts.metrics_format import EVAL, TRAIN, VAL, Event, MetricsWriter
 from voxtrain.artifacts.wav import write_wav
 from voxtrain.config import TrainingConfig
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voxtrain.artifacts.layout import RunDir
-from voxtrain.artifacts.records import MetricsTail, Trajectory, number, trajectory
+from voxtrain.artifacts.metrics_format import MetricsTail, Trajectory, number, trajectory
 
 if TYPE_CHECKING:
     from voxtrain.config import Config

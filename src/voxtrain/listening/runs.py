@@ -18,7 +18,7 @@ import torch
 from voxtrain.artifacts.checkpoint_format import CheckpointError
 from voxtrain.artifacts.checkpoints import list_checkpoints
 from voxtrain.artifacts.layout import RunDir, StoreLayout
-from voxtrain.artifacts.records import number, read_metrics, trajectory
+from voxtrain.artifacts.metrics_format import number, read_metrics, trajectory
 from voxtrain.artifacts.store import FeatureStore
 from voxtrain.inference.loader import AcousticModel, load_acoustic_model
 from voxtrain.inference.torch_voice import Synthesizer

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from voxtrain.artifacts.records import jsonable
+from voxtrain.artifacts.metrics_format import jsonable
 
 
 @dataclass

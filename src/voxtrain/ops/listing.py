@@ -8,9 +8,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from voxtrain.artifacts.checkpoints import list_checkpoints, run_best_by
+from voxtrain.artifacts.best import run_best_by
+from voxtrain.artifacts.checkpoints import list_checkpoints
 from voxtrain.artifacts.layout import RunDir
-from voxtrain.artifacts.records import number, read_metrics, trajectory
+from voxtrain.artifacts.metrics_format import number, read_metrics, trajectory
 from voxtrain.metrics import SCORES
 
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from voxtrain.artifacts.layout import RunDir
-from voxtrain.artifacts.records import MetricsTail
+from voxtrain.artifacts.metrics_format import MetricsTail
 from voxtrain.ops.facts import CheckpointRow, RunSnapshot
 from voxtrain.ops.listing import human_bytes
 from voxtrain.ops.snapshot import run_snapshot

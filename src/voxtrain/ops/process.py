@@ -8,7 +8,7 @@ import time
 
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.lock import pid_alive, running_trainer
-from voxtrain.artifacts.records import EVENT, Event, read_metrics
+from voxtrain.artifacts.metrics_format import EVENT, Event, read_metrics
 
 
 def _clean_stop_since(run: RunDir, since: float) -> bool:

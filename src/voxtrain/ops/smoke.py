@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voxtrain.artifacts.layout import RunDir
-from voxtrain.artifacts.records import EVENT, TRAIN, Event, read_metrics
+from voxtrain.artifacts.metrics_format import EVENT, TRAIN, Event, read_metrics
 from voxtrain.config import Config, config_from_dict
 from voxtrain.errors import VoxtrainError
 from voxtrain.versions import versions_line

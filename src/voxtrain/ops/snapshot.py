@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from voxtrain.artifacts.checkpoints import best_from_records, list_checkpoints, run_best_by
+from voxtrain.artifacts.best import best_by_of, best_from_records
+from voxtrain.artifacts.checkpoints import list_checkpoints
 from voxtrain.artifacts.disk import checkpoints_that_fit
 from voxtrain.artifacts.lock import running_trainer
-from voxtrain.artifacts.records import Event, MetricsTail, Trajectory, eval_scores, number, step_of
+from voxtrain.artifacts.metrics_format import Event, MetricsTail, Trajectory, eval_scores, number, step_of
 from voxtrain.artifacts.run_view import RunView, read_run
 from voxtrain.ops.facts import CheckpointRow, ProcessFacts, RunSnapshot
 from voxtrain.ops.trends import VAL_TREND_RECORDS, train_avg, trend, val_points
@@ -139,7 +140,7 @@ def _fill_validation(snap: RunSnapshot, view: RunView) -> None:
     snap.val_count = len(traj.val)
     if traj.val:
         snap.val_loss_mel, snap.val_step = number(traj.val[-1].get("loss_mel")), traj.val[-1]["step"]
-    best = best_from_records(view.records, *run_best_by(view.run.config))
+    best = best_from_records(view.records, *best_by_of(view.config))
     snap.best_by, snap.best_value = best.metric, best.value
     if best.step is not None:
         snap.best_step, snap.best_val_mel = best.step, best.val_mel

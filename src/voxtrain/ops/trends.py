@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from voxtrain.artifacts.records import Trajectory, number
+from voxtrain.artifacts.metrics_format import Trajectory, number
 
 AVG_WINDOW_STEPS = 100
 VAL_TREND_RECORDS = 5

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from voxtrain.artifacts.records import Event, Trajectory, number
+from voxtrain.artifacts.metrics_format import Event, Trajectory, number
 from voxtrain.artifacts.run_view import RATE_WINDOW_RECORDS
 from voxtrain.ops.facts import RunSnapshot
 from voxtrain.ops.trends import VAL_TREND_RECORDS, finite, train_avg, trend, val_points

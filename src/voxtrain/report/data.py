@@ -18,7 +18,7 @@ from typing import Any
 
 from voxtrain.artifacts.checkpoints import CheckpointInfo, list_checkpoints
 from voxtrain.artifacts.layout import RunDir
-from voxtrain.artifacts.records import Trajectory, eval_scores
+from voxtrain.artifacts.metrics_format import Trajectory, eval_scores
 from voxtrain.artifacts.run_view import RunView, TargetForecast, read_run
 from voxtrain.atomic import is_temp_file
 from voxtrain.config import Config

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from voxtrain import __version__
-from voxtrain.artifacts.records import number
+from voxtrain.artifacts.metrics_format import number
 from voxtrain.artifacts.run_view import TargetForecast
 from voxtrain.report.assets import CHECK_SCRIPT, STYLE
 from voxtrain.report.data import ReportData, SampleGroup, direction_of

@@ -23,8 +23,8 @@ from voxtrain.artifacts.checkpoint_format import TrainingState
 from voxtrain.artifacts.checkpoints import CheckpointManager
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.lock import RunLock
+from voxtrain.artifacts.metrics_format import Event
 from voxtrain.artifacts.recorder import RunRecorder
-from voxtrain.artifacts.records import Event
 from voxtrain.artifacts.run_info import record_session
 from voxtrain.atomic import remove_temp_files, write_text_atomic
 from voxtrain.config import Config

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from voxtrain.artifacts.layout import RunDir
+from voxtrain.artifacts.metrics_format import Event
 from voxtrain.artifacts.recorder import RunRecorder
-from voxtrain.artifacts.records import Event
 from voxtrain.artifacts.store import FeatureStore
 from voxtrain.config import Config
 from voxtrain.data.loader import FeatureDataset
