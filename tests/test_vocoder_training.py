@@ -367,3 +367,40 @@ def test_a_filling_disk_keeps_the_newest_valid_checkpoint(acoustic, features, co
         assert run.checkpoint_files() and not verify_checkpoint(run.checkpoint_files()[-1][1])
     finally:
         subprocess.run(["umount", "-l", str(fs)], check=False)
+
+
+def test_two_processes_share_each_global_batch() -> None:
+    from voxtrain.vocoder_training.task import SegmentOrder
+
+    clips, lengths = list(range(10, 22)), [40 + 3 * i for i in range(12)]
+    whole = SegmentOrder(clips, lengths, batch_size=4, frames=8, seed=7)
+    ranks = [SegmentOrder(clips, lengths, batch_size=2, frames=8, seed=7, rank=r, world_size=2) for r in (0, 1)]
+    assert whole.per_epoch == ranks[0].per_epoch == 3
+    for epoch, index in ((0, 0), (0, 2), (3, 1)):
+        shares = [o.batch(epoch, index) for o in ranks]
+        # Each process takes its half of the one global batch, segment positions included.
+        assert sorted(shares[0] + shares[1]) == sorted(whole.batch(epoch, index))
+        assert not set(shares[0]) & set(shares[1])
+
+
+def test_trains_under_accelerate_launch_with_two_processes(acoustic, features, corpus_dir, vocoder_config,
+                                                           tmp_path) -> None:
+    import socket
+
+    from voxtrain.artifacts.layout import RunDir
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = RunDir(tmp_path / "ddp")
+    train = vocoder_cmd(acoustic, features, corpus_dir, run.root, vocoder_config, "--until-step", "2")[2:]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(port), "-m", *train]
+    result = subprocess.run(cmd, env=dict(_env(), CUDA_VISIBLE_DEVICES=""), capture_output=True, text=True,
+                            timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [e["processes"] for e in events(run.root, "start")] == [2]
+    assert sorted(records(run.root, "train")) == [1, 2]  # rank 0 records each step once
+    state = torch.load(run.checkpoint(2), weights_only=True)
+    assert state["step"] == 2 and state["mode"] == "vocoder"
