@@ -63,10 +63,9 @@ class AcousticOpener:
 
 
 class AcousticTask:
-    critics: dict[str, torch.nn.Module] = {}
-
     def __init__(self, ctx: RunContext, store: FeatureStore, session: RunSession, skip_mismatched: bool) -> None:
         self.ctx, self.store, self.session = ctx, store, session
+        self.critics: dict[str, torch.nn.Module] = {}  # no critics yet
         self.config: Config = session.config
         self.mode, self.description = session.mode, session.describe()
         t = self.config.training

@@ -32,7 +32,7 @@ log = logging.getLogger("voxtrain.train")
 class ListeningEvaluator:
     def __init__(self, config: Config, store: FeatureStore, synthesizer: Callable[[], Any],
                  recorder: RunRecorder, run: RunDir):
-        """`synthesizer()` gives the voxtrain.synth.Synthesizer of the model being trained."""
+        """`synthesizer()` gives the voxtrain.inference.torch_voice.Synthesizer of the model being trained."""
         self.cfg, self.store, self.synthesizer, self.recorder, self.run = config.evaluation, store, synthesizer, \
             recorder, run
         self.validate_every = config.training.validate_every

@@ -102,10 +102,9 @@ class VocoderObjective:
 
 class VocoderTask:
     mode = "vocoder"
-    critics: dict[str, torch.nn.Module] = {}
-
     def __init__(self, ctx: RunContext, inputs: VocoderInputs) -> None:
         self.ctx, self.inputs = ctx, inputs
+        self.critics: dict[str, torch.nn.Module] = {}  # no critics yet
         self.config = inputs.config
         v = self.config.vocoder_training
         self.description = inputs.describe(ctx)
