@@ -34,6 +34,7 @@ _SCORES = (
     Score("dnsmos_ovrl", "dnsmos", "above", "ovrl"),
     Score("dnsmos_sig", "dnsmos", "above", "sig", listed=False),
     Score("dnsmos_bak", "dnsmos", "above", "bak", listed=False),
+    Score("dnsmos_p808", "dnsmos", "above", "p808"),
     Score("similarity", "speaker", "above", "sim"),
     Score("composite", None, "above", "composite"),
 )

@@ -47,8 +47,9 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
 
 def mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     """Triangular Slaney-scale filters with Slaney area normalisation,
-    shape (n_mels, n_fft // 2 + 1), float32 (computed in float64)."""
-    fft_freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
+    shape (n_mels, n_fft // 2 + 1), float32 (computed in float64). An odd n_fft (DNSMOS P.808's
+    321) has no bin at sample_rate / 2: the bins are k * sample_rate / n_fft."""
+    fft_freqs = np.arange(n_fft // 2 + 1) * (sample_rate / n_fft)
     edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
     widths = np.diff(edges)
     # Distance of every FFT bin from every filter edge; each triangle rises from
