@@ -404,3 +404,42 @@ def test_trains_under_accelerate_launch_with_two_processes(acoustic, features, c
     assert sorted(records(run.root, "train")) == [1, 2]  # rank 0 records each step once
     state = torch.load(run.checkpoint(2), weights_only=True)
     assert state["step"] == 2 and state["mode"] == "vocoder"
+
+
+ADVERSARIAL = ("--set", "vocoder_training.critic=spectral", "--set", "vocoder_training.critic_warmup_steps=2",
+               "--set", "vocoder_training.adversarial_ramp_steps=2")
+
+
+def test_adversarial_training_resumes_bitwise_after_sigterm(acoustic, features, corpus_dir, vocoder_config,
+                                                            tmp_path) -> None:
+    from voxtrain.artifacts.layout import RunDir
+
+    reference = RunDir(tmp_path / "reference")
+    straight = run_cmd(vocoder_cmd(acoustic, features, corpus_dir, reference.root, vocoder_config, *ADVERSARIAL))
+    assert straight.returncode == 0, straight.stderr
+    # After the warm-up (steps 1-2) the generator also learns from the critic.
+    train = records(reference.root, "train")
+    assert "loss_critic" in train[1] and "loss_adversarial" not in train[2] and "loss_adversarial" in train[3]
+
+    run = RunDir(tmp_path / "interrupted")
+    cmd = vocoder_cmd(acoustic, features, corpus_dir, run.root, vocoder_config, *ADVERSARIAL)
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL)
+    output = OutputLines(proc.stdout)
+    try:
+        wait_until(lambda: max(records(run.root, "train"), default=0) >= 3, 240, "step 3", proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, output.text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output.join(timeout=10)
+    stopped_at = run.checkpoint_files()[-1][0]
+    assert 3 <= stopped_at < 6
+    resumed = run_cmd(cmd)
+    assert resumed.returncode == 0, resumed.stderr
+    got = torch.load(run.checkpoint(6), weights_only=True)
+    want = torch.load(reference.checkpoint(6), weights_only=True)
+    assert set(got["critics"]) == {"critic"} and set(got["optimizers"]) == {"model", "critic"}
+    # Generator, critic, both optimizers and every RNG: bitwise those of the unbroken run.
+    assert_same(without_time(want), without_time(got))

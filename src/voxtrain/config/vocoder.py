@@ -50,6 +50,28 @@ class VocoderTrainingConfig(_Section):
     max_nonfinite_steps: int = Field(
         20, ge=1, description="Consecutive NaN/Inf steps (each skipped) after which the run saves and stops."
     )
+    critic: Literal["none", "spectral", "hifigan"] = Field(
+        "none",
+        description="Adversarial training: none (reconstruction losses only), spectral (a small multi-resolution "
+        "spectrogram critic, CPU-sized) or hifigan (the paper's multi-period and multi-scale critics, GPU-sized).",
+    )
+    critic_lr: float = Field(2e-4, gt=0, description="Constant learning rate of the critic (AdamW, the generator's "
+                             "betas and weight decay).")
+    critic_resolutions: list[tuple[int, int, int]] = Field(
+        default_factory=lambda: [(512, 128, 512), (1024, 256, 1024), (2048, 512, 2048)],
+        description="(n_fft, hop, window) of each spectrogram the spectral critic reads.",
+    )
+    critic_warmup_steps: int = Field(
+        200, ge=0, description="Steps a fresh critic trains before its losses reach the generator: until then it "
+        "only adds noise.",
+    )
+    adversarial_ramp_steps: int = Field(
+        200, ge=0, description="Steps over which the adversarial and feature-matching weights rise linearly to "
+        "their values after the warm-up.",
+    )
+    adversarial_weight: float = Field(1.0, ge=0, description="Weight of the generator's least-squares adversarial "
+                                      "loss (HiFi-GAN: 1).")
+    feature_weight: float = Field(2.0, ge=0, description="Weight of the feature-matching loss (HiFi-GAN: 2).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "fp32", description="fp32: the generator was made and measured in it; auto = bf16 where supported."
     )

@@ -182,14 +182,18 @@ def print_preflight(checks: list[Check]) -> bool:
     return all(c.status != FAIL for c in checks)
 
 
-def _parameter_count() -> int:
-    """Parameters of the bundled HiFi-GAN generator, counted without building its weights."""
+def _parameter_count(cfg: Config) -> int:
+    """Parameters of the bundled HiFi-GAN generator and the configured critic, counted
+    without building their weights."""
     import torch
 
+    from voxtrain.vocoder.critics import build_critic
     from voxtrain.vocoder.hifigan import HifiGanGenerator
 
+    v = cfg.vocoder_training
     with torch.device("meta"):
-        return sum(p.numel() for p in HifiGanGenerator().parameters())
+        modules = [HifiGanGenerator()] + ([build_critic(v.critic, v.critic_resolutions)] if v.critic != "none" else [])
+        return sum(p.numel() for m in modules for p in m.parameters())
 
 
 def run_vocoder_preflight(cfg: Config, checkpoint: Path, features: Path, corpus: Path, run_dir: Path) -> list[Check]:
@@ -217,9 +221,9 @@ def run_vocoder_preflight(cfg: Config, checkpoint: Path, features: Path, corpus:
     checks.append(Check("config", PASS, f"valid; batch {v.batch_size} x {v.segment_frames} frames; lr {v.lr:g}; "
                                         f"max_steps {v.max_steps}; precision {v.precision}"))
     checks.append(_run_dir_check(run))
-    generator_params = _parameter_count()
+    parameters = _parameter_count(cfg)  # AdamW keeps two moments of each
     frames = sum(r["n_frames"] for r in store.records) if store is not None else 0
     pairs = frames * (cfg.audio.n_mels + cfg.audio.hop_length) * 4  # teacher-forced mels and audio, float32
-    checks.append(_disk_check(cfg, run, generator_params * 4 * 3 + (1 << 20), pairs, "the training pairs"))
+    checks.append(_disk_check(cfg, run, parameters * 4 * 3 + (1 << 20), pairs, "the training pairs"))
     checks.append(_resume_check(v.max_steps, run))
     return checks

@@ -1,8 +1,9 @@
 """The vocoder task: the HiFi-GAN generator fine-tuned on teacher-forced mels, run by the harness.
 
-Only the generator trains, on an L1 log-mel loss plus a multi-resolution STFT loss. No
-discriminators yet: the bundled package ships the generator alone, and discriminators
-started from scratch need far more steps to become useful critics than a CPU fine-tune has.
+The generator trains on an L1 log-mel loss plus a multi-resolution STFT loss, and, with
+`vocoder_training.critic`, against a critic (`voxtrain.vocoder.critics`): a second module
+and optimizer slot of the same step. The bundled package ships no critic weights, so a
+critic starts fresh and trains `critic_warmup_steps` before its losses reach the generator.
 
 Data order is a pure function of (seed, epoch, batch): each epoch is a seeded permutation of
 the training clips, cut into batches, and each segment's position is drawn from a generator
@@ -36,6 +37,7 @@ from voxtrain.train.state import seed_everything
 from voxtrain.train.step import train_step
 from voxtrain.train.stopping import StopRules
 from voxtrain.train.task import LoopSettings, OptimizerSlot, RunContext, StepResult, Validation
+from voxtrain.vocoder.critics import build_critic, critic_loss, generator_losses
 from voxtrain.vocoder.losses import MelLoss, MultiResolutionSTFTLoss
 from voxtrain.vocoder_training.setup import VocoderInputs, VocoderOptions, open_inputs
 
@@ -85,19 +87,53 @@ class SegmentOrder:
 
 
 class VocoderObjective:
-    """The generator's reconstruction losses on a batch of segments."""
+    """The generator's losses on a batch of segments: reconstruction (mel + STFT), and with a
+    critic, after its warm-up, the adversarial and feature-matching losses ramping in. It
+    keeps the step's generated audio (detached) for the critic's turn, so the generator runs
+    once per step."""
 
-    def __init__(self, inputs: VocoderInputs) -> None:
+    def __init__(self, inputs: VocoderInputs, critic: torch.nn.Module | None) -> None:
         self.w = inputs.config.vocoder_training
         self.mel_loss = MelLoss(inputs.config.audio)
         self.stft_loss = MultiResolutionSTFTLoss(self.w.stft_resolutions)
+        self.critic = critic
+        self.generated: list[torch.Tensor] = []
+
+    def adversarial_scale(self, step: int) -> float:
+        """0 while a fresh critic warms up, then a linear ramp to 1 (`step` is 0-based)."""
+        w = self.w
+        if self.critic is None or step < w.critic_warmup_steps:
+            return 0.0
+        return min(1.0, (step - w.critic_warmup_steps + 1) / max(w.adversarial_ramp_steps, 1))
 
     def __call__(self, generator: torch.nn.Module, batch: Segments, step: int) -> tuple[torch.Tensor, dict]:
         generated = generator(batch.mels)
+        if self.critic is not None:
+            self.generated.append(generated.detach())
         mel = self.mel_loss(generated, batch.wavs)
         sc, mag = self.stft_loss(generated, batch.wavs)
         total = self.w.mel_weight * mel + self.w.stft_weight * (sc + mag)
-        return total, {"total": total, "mel": mel, "sc": sc, "mag": mag}
+        terms = {"mel": mel, "sc": sc, "mag": mag}
+        if (scale := self.adversarial_scale(step)) > 0:
+            adversarial, matching = generator_losses(self.critic(batch.wavs), self.critic(generated))
+            total = total + scale * (self.w.adversarial_weight * adversarial + self.w.feature_weight * matching)
+            terms |= {"adversarial": adversarial, "feature_matching": matching}
+        return total, {"total": total, **terms}
+
+    def critic_objective(self, critic: torch.nn.Module, batch: Segments, step: int) -> tuple[torch.Tensor, dict]:
+        """The critic's least-squares loss on the real segments and the generator's audio of them.
+        One forward over both (a DDP-wrapped critic allows one per backward)."""
+        fake = self.generated.pop(0).reshape(batch.wavs.shape)
+        real_out, fake_out = _halves(critic(torch.cat([batch.wavs, fake])), len(batch))
+        loss = critic_loss(real_out, fake_out)
+        return loss, {"total": loss, "critic": loss}
+
+
+def _halves(output: list, n: int) -> tuple[list, list]:
+    """A critic's output on [real; fake] as its outputs on each."""
+    real = [(logits[:n], [f[:n] for f in maps]) for logits, maps in output]
+    fake = [(logits[n:], [f[n:] for f in maps]) for logits, maps in output]
+    return real, fake
 
 
 class VocoderTask:
@@ -119,7 +155,15 @@ class VocoderTask:
         self.wrapped, optimizer = acc.prepare(inputs.generator, optimizer)
         self.model = acc.unwrap_model(self.wrapped)
         self.slots = {"model": OptimizerSlot(optimizer, lambda n: v.lr, v.grad_clip)}
-        self.objective = VocoderObjective(inputs)
+        critic = None
+        if v.critic != "none":
+            critic = build_critic(v.critic, v.critic_resolutions)
+            critic_optimizer = torch.optim.AdamW(critic.parameters(), lr=v.critic_lr, betas=tuple(v.betas),
+                                                 weight_decay=v.weight_decay)
+            self.critic_wrapped, critic_optimizer = acc.prepare(critic, critic_optimizer)
+            critic = self.critics["critic"] = acc.unwrap_model(self.critic_wrapped)
+            self.slots["critic"] = OptimizerSlot(critic_optimizer, lambda n: v.critic_lr, v.grad_clip)
+        self.objective = VocoderObjective(inputs, critic)
         pairs = inputs.pairs
         train = pairs.split("train")
         self.order = SegmentOrder(train, [pairs.n_frames(i) for i in train], v.batch_size, v.segment_frames, v.seed,
@@ -141,9 +185,18 @@ class VocoderTask:
             yield epoch, batch_in_epoch, Segments(mels, wavs)
 
     def step(self, micro_batches: list[Segments], step: int) -> StepResult:
+        """The generator's step, then (with a critic) the critic's on the audio it just made. A
+        skipped generator step skips the critic's too; a non-finite critic step is skipped alone."""
+        fp16 = self.ctx.precision == "fp16"
         self.wrapped.train()
-        return train_step(self.wrapped, self.objective, self.slots["model"], self.ctx.accelerator, micro_batches,
-                          step, check_grad_norm=self.ctx.precision != "fp16")
+        self.objective.generated.clear()
+        result = train_step(self.wrapped, self.objective, self.slots["model"], self.ctx.accelerator, micro_batches,
+                            step, check_grad_norm=not fp16)
+        if "critic" in self.slots and result.applied:
+            critic = train_step(self.critic_wrapped, self.objective.critic_objective, self.slots["critic"],
+                                self.ctx.accelerator, micro_batches, step, check_grad_norm=not fp16)
+            result.losses |= {"critic": critic.losses["critic"]}
+        return result
 
     @torch.no_grad()
     def validate(self, step: int) -> Validation | None:
