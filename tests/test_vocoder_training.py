@@ -443,3 +443,29 @@ def test_adversarial_training_resumes_bitwise_after_sigterm(acoustic, features, 
     assert set(got["critics"]) == {"critic"} and set(got["optimizers"]) == {"model", "critic"}
     # Generator, critic, both optimizers and every RNG: bitwise those of the unbroken run.
     assert_same(without_time(want), without_time(got))
+
+
+def test_a_critic_can_start_from_another_runs_critic(acoustic, features, corpus_dir, vocoder_config,
+                                                     tmp_path) -> None:
+    from voxtrain.artifacts.layout import RunDir
+
+    seed = RunDir(tmp_path / "seed")
+    first = run_cmd([*vocoder_cmd(acoustic, features, corpus_dir, seed.root, vocoder_config, *ADVERSARIAL),
+                     "--until-step", "2"])
+    assert first.returncode == 0, first.stderr
+    given = seed.checkpoint(2)
+    # A critic LR far below float32's resolution leaves the started critic exactly as it was given.
+    run = RunDir(tmp_path / "seeded")
+    cmd = vocoder_cmd(acoustic, features, corpus_dir, run.root, vocoder_config, *ADVERSARIAL, "--set",
+                      f"vocoder_training.critic_from={given}", "--set", "vocoder_training.critic_lr=1e-30",
+                      "--until-step", "1")
+    seeded = run_cmd(cmd)
+    assert seeded.returncode == 0, seeded.stderr
+    assert f"critic started from {given} (step 2)" in seeded.stderr
+    assert_same(torch.load(given, weights_only=True)["critics"],
+                torch.load(run.checkpoint(1), weights_only=True)["critics"])
+
+    refused = run_cmd([*vocoder_cmd(acoustic, features, corpus_dir, tmp_path / "refused", vocoder_config,
+                                    *ADVERSARIAL), "--set", f"vocoder_training.critic_from={acoustic}"])
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert f"vocoder_training.critic_from: {acoustic} holds no critic" in refused.stderr

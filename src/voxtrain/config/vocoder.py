@@ -55,6 +55,11 @@ class VocoderTrainingConfig(_Section):
         description="Adversarial training: none (reconstruction losses only), spectral (a small multi-resolution "
         "spectrogram critic, CPU-sized) or hifigan (the paper's multi-period and multi-scale critics, GPU-sized).",
     )
+    critic_from: str | None = Field(
+        None, description="A train-vocoder checkpoint (.pt) whose critic a fresh run starts from, instead of a "
+        "fresh critic: one vocoder run (the demo voice's, say) can seed every later fine-tune. Same critic kind "
+        "and settings; with a trained critic, critic_warmup_steps can be 0.",
+    )
     critic_lr: float = Field(2e-4, gt=0, description="Constant learning rate of the critic (AdamW, the generator's "
                              "betas and weight decay).")
     critic_resolutions: list[tuple[int, int, int]] = Field(

@@ -22,12 +22,13 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from voxtrain.artifacts.checkpoint_format import serialize
+from voxtrain.artifacts.checkpoint_format import CheckpointError, TrainingState, load_state, serialize
 from voxtrain.artifacts.checkpoints import CheckpointManager
 from voxtrain.artifacts.recorder import RunRecorder
 from voxtrain.artifacts.weights import export_weights, weights_bytes
@@ -40,6 +41,7 @@ from voxtrain.train.task import LoopSettings, OptimizerSlot, RunContext, StepRes
 from voxtrain.vocoder.critics import build_critic, critic_loss, generator_losses
 from voxtrain.vocoder.losses import MelLoss, MultiResolutionSTFTLoss
 from voxtrain.vocoder_training.setup import VocoderInputs, VocoderOptions, open_inputs
+from voxtrain.vocoder_training.sources import VocoderTrainingError
 
 log = logging.getLogger("voxtrain.vocoder_training")
 
@@ -136,6 +138,24 @@ def _halves(output: list, n: int) -> tuple[list, list]:
     return real, fake
 
 
+def load_critic(critic: torch.nn.Module, path: Path) -> None:
+    """Start `critic` from the critic of another train-vocoder run's checkpoint."""
+    try:
+        state = TrainingState.from_dict(load_state(path), path)
+    except CheckpointError as err:
+        raise VocoderTrainingError(f"vocoder_training.critic_from: {err}") from None
+    if "critic" not in state.critics:
+        raise VocoderTrainingError(f"vocoder_training.critic_from: {path} holds no critic (mode {state.mode!r}): "
+                                   f"give a checkpoint of a train-vocoder run trained with vocoder_training.critic")
+    try:
+        critic.load_state_dict(state.critics["critic"])
+    except RuntimeError as err:
+        raise VocoderTrainingError(
+            f"vocoder_training.critic_from: the critic in {path} is not this run's kind of critic "
+            f"({str(err).splitlines()[0]}): use the same vocoder_training.critic and critic_resolutions") from None
+    log.info("critic started from %s (step %d)", path, state.step)
+
+
 class VocoderTask:
     mode = "vocoder"
     def __init__(self, ctx: RunContext, inputs: VocoderInputs) -> None:
@@ -158,6 +178,8 @@ class VocoderTask:
         critic = None
         if v.critic != "none":
             critic = build_critic(v.critic, v.critic_resolutions)
+            if v.critic_from and ctx.latest is None:  # a resume takes its own critic from its checkpoint
+                load_critic(critic, Path(v.critic_from))
             critic_optimizer = torch.optim.AdamW(critic.parameters(), lr=v.critic_lr, betas=tuple(v.betas),
                                                  weight_decay=v.weight_decay)
             self.critic_wrapped, critic_optimizer = acc.prepare(critic, critic_optimizer)
