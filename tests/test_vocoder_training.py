@@ -24,7 +24,7 @@ from conftest import MICRO_CONFIG, OutputLines, Trainer, _env, assert_same, wait
 VOCODER_SETTINGS = {
     "vocoder_training": {
         "max_steps": 6, "batch_size": 2, "segment_frames": 8, "log_every": 1, "validate_every": 1000,
-        "save_every": 1000, "stft_resolutions": [[512, 50, 240], [1024, 120, 600]],
+        "save_every": 1000, "stft_resolutions": [[512, 50, 240], [1024, 120, 600]], "start": "ljspeech",
     },
     "training": {"trackers": []},
     "checkpoint": {"keep_last": 1, "disk_margin_mb": 0},
@@ -469,3 +469,20 @@ def test_a_critic_can_start_from_another_runs_critic(acoustic, features, corpus_
                                     *ADVERSARIAL), "--set", f"vocoder_training.critic_from={acoustic}"])
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
     assert f"vocoder_training.critic_from: {acoustic} holds no critic" in refused.stderr
+
+
+def test_the_starting_generator_is_chosen_by_ear(acoustic, features, corpus_dir, vocoder_config, tmp_path) -> None:
+    from voxtrain.artifacts.layout import RunDir
+
+    run = RunDir(tmp_path / "auto")
+    cmd = vocoder_cmd(acoustic, features, corpus_dir, run.root, vocoder_config, "--set", "vocoder_training.start=auto",
+                      "--set", "vocoder_training.start_clips=2", "--until-step", "1")
+    result = run_cmd(cmd)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(run.run_info.read_text())["start_generator"]
+    heard = {name: s["dnsmos_ovrl"] for name, s in info["scores"].items()}
+    assert set(heard) == {"ljspeech", "universal"} and info["name"] == max(heard, key=heard.get), info
+    assert "starting vocoder" in result.stderr  # the pre-flight row says which, and why
+    # The run uses what pre-flight chose (config.yaml records it) and its checkpoint says so.
+    assert yaml.safe_load(run.config.read_text())["vocoder_training"]["start"] == info["name"]
+    assert torch.load(run.checkpoint(1), weights_only=True)["start_generator"] == info["name"]

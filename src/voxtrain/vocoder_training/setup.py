@@ -29,6 +29,7 @@ from voxtrain.vocoder_training.sources import (
     run_config,
     store_audio,
 )
+from voxtrain.vocoder_training.start import StartChoice, choose_start
 
 log = logging.getLogger("voxtrain.vocoder_training")
 
@@ -55,6 +56,7 @@ class VocoderInputs:
     config: Config
     pairs: PairSet
     generator: HifiGanGenerator
+    start: StartChoice
 
     def describe(self, ctx: RunContext) -> str:
         if ctx.latest is not None:
@@ -64,12 +66,14 @@ class VocoderInputs:
 
     def checkpoint_facts(self) -> dict[str, Any]:
         return {"acoustic_checkpoint": str(self.acoustic.path), "corpus": str(self.corpus),
-                "features": str(self.store.root), "pairs_signature": self.pairs.signature}
+                "features": str(self.store.root), "pairs_signature": self.pairs.signature,
+                "start_generator": self.start.name}
 
     def run_facts(self) -> dict[str, Any]:
         return {"acoustic_checkpoint": {"path": str(self.acoustic.path), "sha256": self.acoustic.sha256},
                 "corpus": str(self.corpus),
-                "dataset": {"path": str(self.store.root), "fingerprint": self.store.fingerprint}}
+                "dataset": {"path": str(self.store.root), "fingerprint": self.store.fingerprint},
+                "start_generator": {"name": self.start.name, "why": self.start.why, "scores": self.start.scores}}
 
 
 def open_inputs(opts: VocoderOptions, ctx: RunContext) -> VocoderInputs:
@@ -89,10 +93,16 @@ def open_inputs(opts: VocoderOptions, ctx: RunContext) -> VocoderInputs:
         raise VocoderTrainingError(f"train-vocoder fine-tunes the bundled HiFi-GAN, and the feature store "
                                    f"{store.root} holds mels it cannot render: {err} (for train-vocoder: prepare "
                                    f"the corpus again with those audio settings)") from None
-    # Trained under weight norm, as it was made; the loaders fold it when they read the export.
-    generator = load_hifigan(None, "cpu", trainable=True)
     if ctx.latest is not None:
         _check_resume(*ctx.latest, store, acoustic)
+        # Checkpoints from before the choice existed started from LJSpeech.
+        start = StartChoice(ctx.latest[0].facts.get("start_generator", "ljspeech"), "the run's own start")
+    else:
+        start = choose_start(store, cfg)
+        log.info("starting generator %s", start.describe())
+    cfg = cfg.model_copy(update={"vocoder_training": cfg.vocoder_training.model_copy(update={"start": start.name})})
+    # Trained under weight norm, as it was made; the loaders fold it when they read the export.
+    generator = load_hifigan(None, "cpu", trainable=True, bundled=start.name)
     if not store.split_indices("train"):
         raise VocoderTrainingError(f"the feature store {store.root} has no training clips: prepare a corpus with "
                                    f"more clips than data.val_size")
@@ -103,7 +113,7 @@ def open_inputs(opts: VocoderOptions, ctx: RunContext) -> VocoderInputs:
     pairs = open_pairs(ctx.run, store, acoustic, files, audio)
     if ctx.is_main:
         ctx.accelerator.wait_for_everyone()
-    return VocoderInputs(store, acoustic, Path(opts.corpus), cfg, pairs, generator)
+    return VocoderInputs(store, acoustic, Path(opts.corpus), cfg, pairs, generator, start)
 
 
 def _check_resume(state: TrainingState, path: Path, store: FeatureStore, acoustic: AcousticModel) -> None:
