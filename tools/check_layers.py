@@ -20,7 +20,7 @@ from pathlib import Path
 # Lowest first. A new top-level module must be placed here, or the check fails.
 LAYERS: list[tuple[str, set[str]]] = [
     ("bottom", {"config", "errors", "metrics", "atomic", "precision", "malloc", "versions", "resources"}),
-    ("domain", {"text", "audio", "model", "vocoder", "forecast"}),
+    ("domain", {"text", "audio", "model", "vocoder", "forecast", "adversarial"}),
     ("artifacts", {"artifacts"}),
     ("work", {"data", "train", "inference", "listening", "report", "demo_corpus", "export", "vocoder_training"}),
     ("operations", {"ops"}),

@@ -23,6 +23,7 @@ from voxtrain.config.scoring import (
 )
 from voxtrain.config.sections import (
     TRAINING_BEHAVIOUR_FIELDS,
+    AdversarialConfig,
     AlignerConfig,
     AudioConfig,
     CheckpointConfig,
@@ -36,7 +37,7 @@ from voxtrain.config.sections import (
 from voxtrain.config.vocoder import VocoderTrainingConfig
 
 __all__ = [
-    "TRAINING_BEHAVIOUR_FIELDS", "AlignerConfig", "AudioConfig", "CheckpointConfig", "Config",
+    "TRAINING_BEHAVIOUR_FIELDS", "AdversarialConfig", "AlignerConfig", "AudioConfig", "CheckpointConfig", "Config",
     "ConfigError", "DataConfig", "EarlyStopConfig", "EvaluationConfig", "FinetuneConfig", "LossWeights",
     "ModelConfig", "TargetSpec", "TextConfig", "TrainingConfig", "VocoderTrainingConfig", "apply_overrides",
     "config_from_dict", "load_config", "metric_direction", "metric_scorer",

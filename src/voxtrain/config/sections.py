@@ -118,6 +118,21 @@ class LossWeights(_Section):
     binarization: float = Field(1.0, ge=0, description="Final weight of the binarization loss (ramped in).")
 
 
+class AdversarialConfig(_Section):
+    """A mel critic for the acoustic model (GANSpeech): off by default until the listening
+    scores show it wins."""
+
+    critic: Literal["none", "mel"] = Field("none", description="none, or mel: a small critic of mel windows.")
+    lr: float = Field(1e-4, gt=0, description="Constant learning rate of the critic (the training optimizer's kind).")
+    frames: int = Field(32, ge=4, description="Mel frames of each window the critic reads (one per clip).")
+    channels: int = Field(32, ge=1, description="Channels of the critic's convolutions.")
+    warmup_steps: int = Field(
+        500, ge=0, description="Steps a fresh critic trains before its losses reach the model.")
+    ramp_steps: int = Field(500, ge=0, description="Steps over which the adversarial weights then rise to full.")
+    weight: float = Field(0.1, ge=0, description="Weight of the model's least-squares adversarial loss.")
+    feature_weight: float = Field(1.0, ge=0, description="Weight of the feature-matching loss.")
+
+
 class TrainingConfig(_Section):
     """Optimisation and the training loop's cadence. A "step" is always an optimizer step."""
 
@@ -190,6 +205,7 @@ class TrainingConfig(_Section):
     early_stop: EarlyStopConfig | None = Field(
         None, description="Stop when a metric has not improved for a number of evaluations (unset: never)."
     )
+    adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig)
 
     def target_specs(self) -> dict[str, tuple[float, str]]:
         """Every target as metric -> (threshold, direction)."""

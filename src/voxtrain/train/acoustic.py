@@ -15,13 +15,15 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from voxtrain.adversarial import adversarial_scale, critic_loss, generator_losses, halves
 from voxtrain.artifacts.checkpoints import CheckpointManager
 from voxtrain.artifacts.recorder import RunRecorder
 from voxtrain.artifacts.store import FeatureStore
 from voxtrain.artifacts.weights import export_metadata
-from voxtrain.config import Config
+from voxtrain.config import AdversarialConfig, Config
 from voxtrain.data.loader import BucketBatchSampler, FeatureDataset, collate
 from voxtrain.model import Batch, FastSpeech2, FastSpeech2Loss
+from voxtrain.model.critic import MelCritic, mel_windows, window_starts
 from voxtrain.train.engine import TrainResult, run_task
 from voxtrain.train.finetune import freeze_for_finetune, load_base_weights, trainable_parameters, voice_facts
 from voxtrain.train.listening import ListeningEvaluator
@@ -29,7 +31,7 @@ from voxtrain.train.optim import make_optimizer
 from voxtrain.train.runtime import own_process_group
 from voxtrain.train.session import RunSession, TrainOptions, prepare_session
 from voxtrain.train.state import lr_at, seed_everything
-from voxtrain.train.step import train_step
+from voxtrain.train.step import adversarial_step
 from voxtrain.train.stopping import StopRules
 from voxtrain.train.task import LoopSettings, OptimizerSlot, RunContext, StepResult, Validation
 from voxtrain.train.validation import Validator
@@ -38,13 +40,41 @@ log = logging.getLogger("voxtrain.train")
 
 
 class AcousticObjective:
-    """FastSpeech2's losses of a batch, as the step calls every objective."""
+    """FastSpeech2's losses of a batch, as the step calls every objective; with a mel critic,
+    after its warm-up, its adversarial and feature-matching losses on a window of each clip's
+    predicted mel. It keeps the step's windows (real, and predicted without gradient) for the
+    critic's turn, so the model runs once per step."""
 
-    def __init__(self, loss_fn: FastSpeech2Loss) -> None:
-        self.loss_fn = loss_fn
+    def __init__(self, loss_fn: FastSpeech2Loss, critic: torch.nn.Module | None = None,
+                 adversarial: AdversarialConfig | None = None, seed: int = 0) -> None:
+        self.loss_fn, self.critic, self.a, self.seed = loss_fn, critic, adversarial, seed
+        self.windows: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def __call__(self, model: torch.nn.Module, batch: Batch, step: int) -> tuple[torch.Tensor, dict]:
-        return self.loss_fn(model(batch), batch, step)
+        out = model(batch)
+        loss, parts = self.loss_fn(out, batch, step)
+        if self.critic is None:
+            return loss, parts
+        a = self.a
+        predicted = out["mel_postnet"] if out.get("mel_postnet") is not None else out["mel_pred"]
+        # Positions depend on the step and the micro-batch, never on the global RNG.
+        lengths = batch.mel_lens.cpu()
+        starts = window_starts(lengths, a.frames, (self.seed * 1_000_003 + step) * 31 + len(self.windows))
+        real, fake = mel_windows(batch.mels, lengths, starts, a.frames), mel_windows(predicted, lengths, starts,
+                                                                                      a.frames)
+        self.windows.append((real, fake.detach()))
+        if (scale := adversarial_scale(step, a.warmup_steps, a.ramp_steps)) > 0:
+            adversarial, matching = generator_losses(self.critic(real), self.critic(fake))
+            loss = loss + scale * (a.weight * adversarial + a.feature_weight * matching)
+            parts = parts | {"total": loss, "adversarial": adversarial, "feature_matching": matching}
+        return loss, parts
+
+    def critic_objective(self, critic: torch.nn.Module, batch: Batch, step: int) -> tuple[torch.Tensor, dict]:
+        """The critic's least-squares loss on the step's real and predicted windows, one forward."""
+        real, fake = self.windows.pop(0)
+        real_out, fake_out = halves(critic(torch.cat([real, fake])), len(real))
+        loss = critic_loss(real_out, fake_out)
+        return loss, {"total": loss, "critic": loss}
 
 
 class AcousticOpener:
@@ -87,11 +117,18 @@ class AcousticTask:
             load_base_weights(model, self.session, self.store, skip_mismatched)
         self.freeze = freeze_for_finetune(model, self.session)
         self.loss_fn = FastSpeech2Loss(t, self.config.model.aligner)
-        self.objective = AcousticObjective(self.loss_fn)
         optimizer = make_optimizer(trainable_parameters(model), t, acc.device)
         self.wrapped, optimizer = acc.prepare(model, optimizer)
         self.model: FastSpeech2 = acc.unwrap_model(self.wrapped)
         self.slots = {"model": OptimizerSlot(optimizer, lambda n: lr_at(n, t), t.grad_clip)}
+        critic, a = None, t.adversarial
+        if a.critic != "none":
+            critic = MelCritic(a.channels)
+            critic_optimizer = make_optimizer(critic.parameters(), t, acc.device)
+            self.critic_wrapped, critic_optimizer = acc.prepare(critic, critic_optimizer)
+            critic = self.critics["critic"] = acc.unwrap_model(self.critic_wrapped)
+            self.slots["critic"] = OptimizerSlot(critic_optimizer, lambda n: a.lr, t.grad_clip)
+        self.objective = AcousticObjective(self.loss_fn, critic, a, t.seed)
 
     def _build_loader(self) -> None:
         t, acc = self.config.training, self.ctx.accelerator
@@ -129,8 +166,11 @@ class AcousticTask:
             epoch, start = epoch + 1, 0
 
     def step(self, micro_batches: list[Batch], step: int) -> StepResult:
-        return train_step(self.wrapped, self.objective, self.slots["model"], self.ctx.accelerator, micro_batches,
-                          step, check_grad_norm=self.ctx.precision != "fp16")  # fp16's scaler owns overflows
+        self.objective.windows.clear()
+        critic = self.critic_wrapped if self.critics else None
+        return adversarial_step(self.wrapped, self.objective, critic, self.objective.critic_objective, self.slots,
+                                self.ctx.accelerator, micro_batches, step,
+                                check_grad_norm=self.ctx.precision != "fp16")  # fp16's scaler owns overflows
 
     def validate(self, step: int) -> Validation | None:
         val = self.validator.run_validation(step)

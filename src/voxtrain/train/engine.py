@@ -112,9 +112,15 @@ class Engine:
         task = self.task
         task.model.load_state_dict(state.model)
         for name, critic in task.critics.items():
+            if name not in state.critics:  # the config added a critic since the checkpoint
+                log.warning("the checkpoint holds no %s: it starts fresh (and warms up again)", name)
+                continue
             critic.load_state_dict(state.critics[name])
+        for name in set(state.critics) - set(task.critics):
+            log.warning("the checkpoint's %s is not used: this run's config trains without it", name)
         for name, slot in task.slots.items():
-            slot.optimizer.load_state_dict(state.optimizers[name])
+            if name in state.optimizers:
+                slot.optimizer.load_state_dict(state.optimizers[name])
         if state.scaler is not None and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state.scaler)
         self.step, self.epoch, self.batch_in_epoch = state.step, state.epoch, state.batch_in_epoch

@@ -92,3 +92,26 @@ def train_step(
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return StepResult(sums, grad_norm.detach(), frames, padded, applied, lr)
+
+
+def adversarial_step(
+    generator: torch.nn.Module,
+    objective: Objective,
+    critic: torch.nn.Module | None,
+    critic_objective: Objective | None,
+    slots: dict[str, OptimizerSlot],
+    accelerator,
+    micro_batches: list[MicroBatch],
+    step: int,
+    check_grad_norm: bool = True,
+) -> StepResult:
+    """A generator's step, then (with a critic) the critic's on what the generator just made:
+    the objective keeps its output, so the generator runs once. A skipped generator step skips
+    the critic's too, so a skip leaves every weight as it was; a non-finite critic step is
+    skipped alone."""
+    result = train_step(generator, objective, slots["model"], accelerator, micro_batches, step, check_grad_norm)
+    if critic is not None and critic_objective is not None and result.applied:
+        judged = train_step(critic, critic_objective, slots["critic"], accelerator, micro_batches, step,
+                            check_grad_norm)
+        result.losses |= {"critic": judged.losses["critic"]}
+    return result

@@ -11,9 +11,8 @@ audio from generated audio supplies the missing signal (HiFi-GAN, Kong et al. 20
   sees periodic structure; 1-D stacks over the waveform at 1x, 2x and 4x average-pooling see
   its structure at several time scales.
 
-Every critic maps a (B, N) waveform to a list of (logits, feature maps), one per sub-critic.
-Losses are least squares (Mao et al. 2017, as HiFi-GAN) plus feature matching: the L1
-distance between the critic's feature maps of real and generated audio.
+Every critic maps a (B, N) waveform to a list of (logits, feature maps), one per sub-critic;
+the losses are `voxtrain.adversarial`'s.
 """
 
 from __future__ import annotations
@@ -25,9 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
+from voxtrain.adversarial import CriticOutput
 from voxtrain.vocoder.losses import stft_magnitude
 
-CriticOutput = list[tuple[Tensor, list[Tensor]]]
 _SLOPE = 0.1  # leaky ReLU slope of HiFi-GAN's critics
 
 
@@ -124,21 +123,6 @@ class HifiGanCritic(nn.Module):
 
 def _flat(wav: Tensor) -> Tensor:
     return wav.squeeze(1) if wav.dim() == 3 else wav
-
-
-def critic_loss(real: CriticOutput, fake: CriticOutput) -> Tensor:
-    """Least squares: real logits toward 1, generated toward 0, summed over sub-critics."""
-    return sum(torch.mean((r - 1) ** 2) + torch.mean(f ** 2) for (r, _), (f, _) in zip(real, fake, strict=True))
-
-
-def generator_losses(real: CriticOutput, fake: CriticOutput) -> tuple[Tensor, Tensor]:
-    """(adversarial, feature matching) for the generator: its logits toward 1, and its feature
-    maps toward the real audio's (which carry no gradient)."""
-    adversarial = sum(torch.mean((f - 1) ** 2) for f, _ in fake)
-    matching = sum(torch.mean(torch.abs(rf.detach() - ff))
-                   for (_, real_maps), (_, fake_maps) in zip(real, fake, strict=True)
-                   for rf, ff in zip(real_maps, fake_maps, strict=True))
-    return adversarial, matching
 
 
 def build_critic(kind: str, resolutions: Sequence[tuple[int, int, int]]) -> nn.Module:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from voxtrain.adversarial import adversarial_scale, critic_loss, generator_losses, halves
 from voxtrain.artifacts.checkpoint_format import CheckpointError, TrainingState, load_state, serialize
 from voxtrain.artifacts.checkpoints import CheckpointManager
 from voxtrain.artifacts.recorder import RunRecorder
@@ -35,10 +36,10 @@ from voxtrain.artifacts.weights import export_weights, weights_bytes
 from voxtrain.atomic import write_atomic
 from voxtrain.audio import MelSpectrogram
 from voxtrain.train.state import seed_everything
-from voxtrain.train.step import train_step
+from voxtrain.train.step import adversarial_step
 from voxtrain.train.stopping import StopRules
 from voxtrain.train.task import LoopSettings, OptimizerSlot, RunContext, StepResult, Validation
-from voxtrain.vocoder.critics import build_critic, critic_loss, generator_losses
+from voxtrain.vocoder.critics import build_critic
 from voxtrain.vocoder.losses import MelLoss, MultiResolutionSTFTLoss
 from voxtrain.vocoder_training.setup import VocoderInputs, VocoderOptions, open_inputs
 from voxtrain.vocoder_training.sources import VocoderTrainingError
@@ -101,13 +102,6 @@ class VocoderObjective:
         self.critic = critic
         self.generated: list[torch.Tensor] = []
 
-    def adversarial_scale(self, step: int) -> float:
-        """0 while a fresh critic warms up, then a linear ramp to 1 (`step` is 0-based)."""
-        w = self.w
-        if self.critic is None or step < w.critic_warmup_steps:
-            return 0.0
-        return min(1.0, (step - w.critic_warmup_steps + 1) / max(w.adversarial_ramp_steps, 1))
-
     def __call__(self, generator: torch.nn.Module, batch: Segments, step: int) -> tuple[torch.Tensor, dict]:
         generated = generator(batch.mels)
         if self.critic is not None:
@@ -116,7 +110,8 @@ class VocoderObjective:
         sc, mag = self.stft_loss(generated, batch.wavs)
         total = self.w.mel_weight * mel + self.w.stft_weight * (sc + mag)
         terms = {"mel": mel, "sc": sc, "mag": mag}
-        if (scale := self.adversarial_scale(step)) > 0:
+        scale = adversarial_scale(step, self.w.critic_warmup_steps, self.w.adversarial_ramp_steps)
+        if self.critic is not None and scale > 0:
             adversarial, matching = generator_losses(self.critic(batch.wavs), self.critic(generated))
             total = total + scale * (self.w.adversarial_weight * adversarial + self.w.feature_weight * matching)
             terms |= {"adversarial": adversarial, "feature_matching": matching}
@@ -126,16 +121,9 @@ class VocoderObjective:
         """The critic's least-squares loss on the real segments and the generator's audio of them.
         One forward over both (a DDP-wrapped critic allows one per backward)."""
         fake = self.generated.pop(0).reshape(batch.wavs.shape)
-        real_out, fake_out = _halves(critic(torch.cat([batch.wavs, fake])), len(batch))
+        real_out, fake_out = halves(critic(torch.cat([batch.wavs, fake])), len(batch))
         loss = critic_loss(real_out, fake_out)
         return loss, {"total": loss, "critic": loss}
-
-
-def _halves(output: list, n: int) -> tuple[list, list]:
-    """A critic's output on [real; fake] as its outputs on each."""
-    real = [(logits[:n], [f[:n] for f in maps]) for logits, maps in output]
-    fake = [(logits[n:], [f[n:] for f in maps]) for logits, maps in output]
-    return real, fake
 
 
 def load_critic(critic: torch.nn.Module, path: Path) -> None:
@@ -207,18 +195,12 @@ class VocoderTask:
             yield epoch, batch_in_epoch, Segments(mels, wavs)
 
     def step(self, micro_batches: list[Segments], step: int) -> StepResult:
-        """The generator's step, then (with a critic) the critic's on the audio it just made. A
-        skipped generator step skips the critic's too; a non-finite critic step is skipped alone."""
-        fp16 = self.ctx.precision == "fp16"
         self.wrapped.train()
         self.objective.generated.clear()
-        result = train_step(self.wrapped, self.objective, self.slots["model"], self.ctx.accelerator, micro_batches,
-                            step, check_grad_norm=not fp16)
-        if "critic" in self.slots and result.applied:
-            critic = train_step(self.critic_wrapped, self.objective.critic_objective, self.slots["critic"],
-                                self.ctx.accelerator, micro_batches, step, check_grad_norm=not fp16)
-            result.losses |= {"critic": critic.losses["critic"]}
-        return result
+        critic = self.critic_wrapped if self.critics else None
+        return adversarial_step(self.wrapped, self.objective, critic, self.objective.critic_objective, self.slots,
+                                self.ctx.accelerator, micro_batches, step,
+                                check_grad_norm=self.ctx.precision != "fp16")
 
     @torch.no_grad()
     def validate(self, step: int) -> Validation | None:
