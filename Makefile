@@ -17,6 +17,10 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[demo,eval,test]"
+	# The DistillMOS scorer's weights, outside the eval extra: distillmos requires torchaudio, whose
+	# wheels pin torch builds that pull gigabytes of CUDA libraries. voxtrain never imports it, it
+	# only reads its weights file, so it goes in without its dependencies.
+	$(BIN)/pip install --quiet --no-deps distillmos==0.9.1
 	touch $@
 
 $(DEMO)/corpus/metadata.csv: | $(VENV)/.installed

@@ -13,7 +13,7 @@ from typing import Literal, get_args
 
 Direction = Literal["below", "above"]
 # The listening scorers, in the order they run and their scores are listed.
-Scorer = Literal["asr", "dnsmos", "speaker"]
+Scorer = Literal["asr", "dnsmos", "distillmos", "speaker"]
 SCORERS: tuple[Scorer, ...] = get_args(Scorer)
 
 
@@ -35,6 +35,7 @@ _SCORES = (
     Score("dnsmos_sig", "dnsmos", "above", "sig", listed=False),
     Score("dnsmos_bak", "dnsmos", "above", "bak", listed=False),
     Score("dnsmos_p808", "dnsmos", "above", "p808"),
+    Score("distillmos", "distillmos", "above", "distill"),
     Score("similarity", "speaker", "above", "sim"),
     Score("composite", None, "above", "composite"),
 )

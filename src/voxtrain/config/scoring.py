@@ -21,10 +21,11 @@ from voxtrain.metrics import (  # noqa: F401  (re-exported: the config's vocabul
 class EvaluationConfig(_Section):
     """Listening scores of the voice during training (needs the `eval` extra): rank 0
     synthesizes held-out sentences with the current weights and the sample vocoder, and
-    scores them for intelligibility (pocketsphinx WER/CER), naturalness (DNSMOS P.835) and
-    similarity to the training speaker (GE2E, against the HiFi-GAN copy-synthesis of the
-    validation clips). Without the extra the run warns once and goes on with loss-based
-    decisions."""
+    scores them for intelligibility (pocketsphinx WER/CER), naturalness (DNSMOS P.835 and
+    P.808, DistillMOS) and similarity to the training speaker (GE2E, against the HiFi-GAN
+    copy-synthesis of the validation clips); DistillMOS when `scorers` names it. Without the
+    extra (or distillmos, installed apart, when named) the run warns once and goes on with
+    loss-based decisions."""
 
     enabled: bool = Field(True, description="Score the voice at the evaluation cadence.")
     every: int | None = Field(
@@ -38,6 +39,8 @@ class EvaluationConfig(_Section):
         None, description="Text file of held-out sentences, one per line (# comments). Unset: voxtrain's own list."
     )
     scorers: list[Scorer] = Field(
+        # DistillMOS is opt-in: it is installed apart from the eval extra (see docs/LISTENING.md),
+        # and a default that a plain `pip install voxtrain[eval]` lacks would turn scoring off.
         default_factory=lambda: ["asr", "dnsmos", "speaker"],
         description=f"Scorers to run: {scorer_summary()}.",
     )

@@ -1,12 +1,14 @@
 """Listening scores: objective measures of what a voice sounds like, all offline.
 
 - intelligibility: word and character error rate of what pocketsphinx hears (`wer`, `cer`);
-- naturalness proxy: DNSMOS P.835 (`dnsmos_ovrl`, `dnsmos_sig`, `dnsmos_bak`);
+- naturalness proxy: DNSMOS P.835 (`dnsmos_ovrl`, `dnsmos_sig`, `dnsmos_bak`), DNSMOS P.808
+  (`dnsmos_p808`) and DistillMOS (`distillmos`);
 - speaker similarity: cosine of GE2E embeddings to a reference centroid (`similarity`).
 
 Lower is better for wer and cer, higher for the rest (the names, scorers and directions are
 `voxtrain.metrics.SCORES`). The scorers' models come inside the packages of the `eval` extra
-(pocketsphinx, speechmos, resemblyzer); nothing is downloaded. Without the extra,
+(pocketsphinx, speechmos, resemblyzer) and distillmos (installed apart, without its
+dependencies: see `listening.distillmos`); nothing is downloaded. Without them,
 `Scorers(...)` raises `ListeningUnavailable`.
 
     scorers = Scorers()

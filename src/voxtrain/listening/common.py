@@ -16,6 +16,7 @@ from voxtrain.errors import VoxtrainError
 # Every scorer's models were trained on 16 kHz audio.
 SCORER_RATE = 16000
 INSTALL_HINT = "pip install 'voxtrain[eval]'"
+EVAL_EXTRA = f"install the eval extra: {INSTALL_HINT}"
 
 
 class ListeningUnavailable(VoxtrainError, RuntimeError):
@@ -32,23 +33,23 @@ def require(module: str, scorer: str) -> ModuleType:
         ) from None
 
 
-def check_installed(module: str, scorer: str) -> None:
-    """Like `require`, but only finds the module (its code does not run, nothing is loaded)."""
+def check_installed(module: str, scorer: str, install: str = EVAL_EXTRA) -> None:
+    """Like `require`, but only finds the module (its code does not run, nothing is loaded).
+    install: how to get it, for the error (a package outside the eval extra says its own)."""
     try:
         found = importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         found = False
     if not found:
         raise ListeningUnavailable(
-            f"the {scorer} scorer needs the Python module {module!r}, which is not installed; "
-            f"install the eval extra: {INSTALL_HINT}"
+            f"the {scorer} scorer needs the Python module {module!r}, which is not installed; {install}"
         )
 
 
-def package_file(package: str, relative: str, scorer: str) -> Path:
+def package_file(package: str, relative: str, scorer: str, install: str = EVAL_EXTRA) -> Path:
     """A data file shipped inside an installed package, found without importing the package
     (find_spec of a top-level name reads no code of it)."""
-    check_installed(package, scorer)
+    check_installed(package, scorer, install)
     spec = importlib.util.find_spec(package)
     for folder in (spec.submodule_search_locations or []) if spec else []:
         path = Path(folder) / relative
@@ -56,7 +57,8 @@ def package_file(package: str, relative: str, scorer: str) -> Path:
             return path
     raise ListeningUnavailable(
         f"the {scorer} scorer needs {relative} inside the installed package {package!r}, and it is missing; "
-        f"reinstall the eval extra: pip install --force-reinstall 'voxtrain[eval]'"
+        + ("reinstall the eval extra: pip install --force-reinstall 'voxtrain[eval]'" if install == EVAL_EXTRA
+           else f"reinstall it with --force-reinstall; {install}")
     )
 
 

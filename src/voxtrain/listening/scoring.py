@@ -1,4 +1,4 @@
-"""The three scorers behind one call: `Scorers.score(clips, ...)` -> `ScoreResult`.
+"""The scorers behind one call: `Scorers.score(clips, ...)` -> `ScoreResult`.
 
 Each scorer loads its model on first use and keeps it. A scorer that fails (its model file
 damaged, a clip it cannot take, any bug) costs only its own scores: the result carries what
@@ -15,14 +15,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from voxtrain.listening.asr import ASR, ErrorCounts, error_counts, pooled_rates
-from voxtrain.listening.common import SCORER_RATE, check_installed, to_scorer_rate
+from voxtrain.listening.common import EVAL_EXTRA, SCORER_RATE, check_installed, to_scorer_rate
+from voxtrain.listening.distillmos import INSTALL as DISTILLMOS_INSTALL
+from voxtrain.listening.distillmos import DistillMos
 from voxtrain.listening.dnsmos import DnsMos
 from voxtrain.listening.speaker import SpeakerReference, shared_encoder
 from voxtrain.metrics import MEASURED, SCORERS, produces
 
-# The modules each scorer needs (all in the `eval` extra, or voxtrain's own dependencies).
-NEEDS = {"asr": ("pocketsphinx", "jiwer"), "dnsmos": ("onnxruntime", "speechmos"), "speaker": ("torch", "resemblyzer")}
-LABELS = {"asr": "ASR", "dnsmos": "DNSMOS", "speaker": "speaker similarity"}
+# The modules each scorer needs (in the `eval` extra, or voxtrain's own dependencies, but for
+# distillmos: pip would pull torchaudio with it, so it is installed apart; see listening.distillmos).
+NEEDS = {"asr": ("pocketsphinx", "jiwer"), "dnsmos": ("onnxruntime", "speechmos"),
+         "distillmos": ("torch", "distillmos"), "speaker": ("torch", "resemblyzer")}
+LABELS = {"asr": "ASR", "dnsmos": "DNSMOS", "distillmos": "DistillMOS", "speaker": "speaker similarity"}
+# How to install a module that the eval extra does not bring.
+INSTALLS = {"distillmos": DISTILLMOS_INSTALL}
 
 
 @dataclass
@@ -63,10 +69,11 @@ class Scorers:
     """The listening scorers to run, each loaded on first use."""
 
     def __init__(self, scorers: Iterable[str] = SCORERS, threads: int | None = 1) -> None:
-        """scorers: which to run, of asr (wer, cer), dnsmos (dnsmos_*), speaker (similarity).
-        threads: onnxruntime's intra-op threads for DNSMOS (None: every core); the speaker
-        encoder runs on one thread. Raises ListeningUnavailable at once when a chosen scorer's
-        package is not installed (nothing is loaded until the first score)."""
+        """scorers: which to run, of asr (wer, cer), dnsmos (dnsmos_*), distillmos (distillmos),
+        speaker (similarity). threads: onnxruntime's intra-op threads for DNSMOS and torch's for
+        DistillMOS (None: every core); the speaker encoder runs on one thread. Raises
+        ListeningUnavailable at once when a chosen scorer's package is not installed (nothing
+        is loaded until the first score)."""
         chosen = list(scorers)
         unknown = [s for s in chosen if s not in SCORERS]
         if unknown or not chosen:
@@ -74,10 +81,11 @@ class Scorers:
         self.enabled = tuple(s for s in SCORERS if s in chosen)
         for name in self.enabled:
             for module in NEEDS[name]:
-                check_installed(module, LABELS[name])
+                check_installed(module, LABELS[name], INSTALLS.get(module, EVAL_EXTRA))
         self.threads = threads
         self._asr: ASR | None = None
         self._dnsmos: DnsMos | None = None
+        self._distillmos: DistillMos | None = None
 
     @property
     def score_names(self) -> tuple[str, ...]:
@@ -136,6 +144,11 @@ class Scorers:
         per = [self._dnsmos.score(a) for a in audio]
         for name in produces("dnsmos"):
             result.per_clip[name] = [p[name] for p in per]
+
+    def _run_distillmos(self, audio: list[np.ndarray], texts, reference, loo: bool, result: ScoreResult) -> None:
+        if self._distillmos is None:
+            self._distillmos = DistillMos(self.threads)
+        result.per_clip["distillmos"] = self._distillmos.score_many(audio)
 
     def _run_speaker(self, audio: list[np.ndarray], texts, reference: SpeakerReference | None, loo: bool,
                      result: ScoreResult) -> None:
