@@ -302,3 +302,66 @@ def assert_same(a, b, where: str = "state") -> None:
 
 def without_time(state: dict) -> dict:
     return {k: v for k, v in state.items() if k != "time"}  # the wall-clock time of the save
+
+
+# -- train-vocoder runs on the micro corpus (test_vocoder_training, test_vocoder_harness) --------
+# Tiny segments, batch 2, few steps: a step is under a second on one core. Validation (the
+# whole of both validation clips) is the slow part, so it runs only at step 0 and at the end.
+VOCODER_SETTINGS = {
+    "vocoder_training": {
+        "max_steps": 6, "batch_size": 2, "segment_frames": 8, "log_every": 1, "validate_every": 1000,
+        "save_every": 1000, "stft_resolutions": [[512, 50, 240], [1024, 120, 600]], "start": "ljspeech",
+    },
+    "training": {"trackers": []},
+    "checkpoint": {"keep_last": 1, "disk_margin_mb": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def acoustic(features, tmp_path_factory) -> Path:
+    """A micro acoustic model trained briefly: its mels are poor, which is what the vocoder must learn to render."""
+    tmp = tmp_path_factory.mktemp("acoustic")
+    cfg = write_config(tmp / "c.yaml", training={"max_steps": 60, "save_every": 60, "log_every": 60,
+                                                 "grad_accum": 1, "batch_size": 4, "trackers": []})
+    result = Trainer(features, tmp / "run", cfg).run_to_end("--yes")
+    assert result.returncode == 0, result.stderr
+    return tmp / "run" / "checkpoints" / "ckpt-step00000060.pt"
+
+
+@pytest.fixture(scope="module")
+def vocoder_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("vocoder_config") / "vocoder.yaml"
+    path.write_text(yaml.safe_dump(VOCODER_SETTINGS))
+    return path
+
+
+def vocoder_cmd(acoustic: Path, features: Path, corpus: Path, run: Path, config: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "voxtrain.cli", "train-vocoder", "--checkpoint", str(acoustic),
+            "--features", str(features), "--corpus", str(corpus), "--run", str(run), "--config", str(config),
+            "--yes", *extra]
+
+
+def run_cmd(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def records(run: Path, kind: str) -> dict[int, dict]:
+    """The run's train or val records by step."""
+    from voxtrain.artifacts.metrics_format import read_metrics
+
+    return {r["step"]: r for r in read_metrics(run / "metrics.jsonl") if r["type"] == kind}
+
+
+def events(run: Path, name: str) -> list[dict]:
+    from voxtrain.artifacts.metrics_format import read_metrics
+
+    return [r for r in read_metrics(run / "metrics.jsonl") if r["type"] == "event" and r["event"] == name]
+
+
+@pytest.fixture(scope="module")
+def reference(acoustic, features, corpus_dir, vocoder_config, tmp_path_factory) -> Path:
+    """An uninterrupted fine-tune to max_steps: the run the other tests are measured against."""
+    run = tmp_path_factory.mktemp("vocoder") / "reference"
+    result = run_cmd(vocoder_cmd(acoustic, features, corpus_dir, run, vocoder_config))
+    assert result.returncode == 0, result.stderr
+    return run
