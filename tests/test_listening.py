@@ -66,43 +66,44 @@ def scored(clips):
     return {name: {k: v[i] for k, v in result.per_clip.items()} for i, name in enumerate(names)}, result
 
 
+def ear(per: dict, score: str) -> dict[str, float]:
+    """One ear's verdicts, each version the mean over both sentences (piper samples its noise
+    afresh each run, so one clip alone wanders): real, copy (HiFi-GAN copy-synthesis),
+    griffin_lim, and noise (SAID only), all in 1-5."""
+    mean = {version: (per[a][score] + per[b][score]) / 2 for version, (a, b) in {
+        "real": ("piper", "enrol"), "copy": ("hifigan", "hifigan_enrol"),
+        "griffin_lim": ("griffin_lim", "griffin_lim_enrol")}.items()}
+    assert all(1.0 <= per[n][score] <= 5.0 for n in per), {n: per[n][score] for n in per}
+    return mean | {"noise": per["noise"][score]}
+
+
 def test_dnsmos_ranks_real_over_griffin_lim_over_noise(scored):
     per, result = scored
     assert not result.errors
-    ovrl = {n: per[n]["dnsmos_ovrl"] for n in per}
-    # piper samples its noise afresh each run, so one clip's real-over-Griffin-Lim gap wanders
-    # (0.24-0.63 over nine runs); the mean over two sentences stayed at 0.31-0.42.
-    real = (ovrl["piper"] + ovrl["enrol"]) / 2
-    griffin_lim = (ovrl["griffin_lim"] + ovrl["griffin_lim_enrol"]) / 2
-    assert real > griffin_lim + 0.15 > ovrl["noise"] + 0.6, ovrl
+    # One clip's real-over-Griffin-Lim gap wandered 0.24-0.63 over nine runs; the mean over two
+    # sentences stayed at 0.31-0.42.
+    ovrl = ear(per, "dnsmos_ovrl")
+    assert ovrl["real"] > ovrl["griffin_lim"] + 0.15 > ovrl["noise"] + 0.6, ovrl
     assert per["piper"]["dnsmos_bak"] > per["noise"]["dnsmos_bak"] + 1.0
-    assert 1.0 <= min(ovrl.values()) and max(ovrl.values()) <= 5.0
 
 
 def test_dnsmos_p808_ranks_real_over_copy_synthesis_over_griffin_lim_over_noise(scored):
     per, _ = scored
-    p808 = {n: per[n]["dnsmos_p808"] for n in per}
-    # Means over both sentences. Measured over three piper runs: real - HiFi-GAN copy-synthesis
-    # 0.17-0.19, copy-synthesis - Griffin-Lim 0.44-0.49, Griffin-Lim - noise 1.1-1.3.
-    real = (p808["piper"] + p808["enrol"]) / 2
-    copy = (p808["hifigan"] + p808["hifigan_enrol"]) / 2
-    griffin_lim = (p808["griffin_lim"] + p808["griffin_lim_enrol"]) / 2
-    assert real > copy + 0.05 and copy > griffin_lim + 0.15 and griffin_lim > p808["noise"] + 0.6, p808
-    assert 1.0 <= min(p808.values()) and max(p808.values()) <= 5.0
+    # Measured over three piper runs: real - copy-synthesis 0.17-0.19, copy-synthesis -
+    # Griffin-Lim 0.44-0.49, Griffin-Lim - noise 1.1-1.3.
+    m = ear(per, "dnsmos_p808")
+    assert m["real"] > m["copy"] + 0.05 and m["copy"] > m["griffin_lim"] + 0.15 > m["noise"] + 0.75, m
 
 
 def test_distillmos_ranks_real_over_copy_synthesis_and_griffin_lim_over_noise(scored):
     per, _ = scored
-    mos = {n: per[n]["distillmos"] for n in per}
-    # Means over both sentences. Measured over eight piper runs: real - HiFi-GAN copy-synthesis
-    # 0.33-0.52, real - Griffin-Lim 0.44-0.83, Griffin-Lim - noise 1.97-2.43. Copy-synthesis -
-    # Griffin-Lim wandered from -0.08 to 0.37: this ear does not reliably hear Griffin-Lim's
-    # phasiness on two sentences, so that order is not asserted.
-    real = (mos["piper"] + mos["enrol"]) / 2
-    copy = (mos["hifigan"] + mos["hifigan_enrol"]) / 2
-    griffin_lim = (mos["griffin_lim"] + mos["griffin_lim_enrol"]) / 2
-    assert real > copy + 0.15 and real > griffin_lim + 0.2 and griffin_lim > mos["noise"] + 1.0, mos
-    assert 1.0 <= min(mos.values()) and max(mos.values()) <= 5.0
+    # Measured over eight piper runs: real - copy-synthesis 0.33-0.52, real - Griffin-Lim
+    # 0.44-0.83, Griffin-Lim - noise 1.97-2.43. Copy-synthesis - Griffin-Lim wandered from -0.08
+    # to 0.37: this ear does not reliably hear Griffin-Lim's phasiness on two sentences, so that
+    # order is not asserted.
+    m = ear(per, "distillmos")
+    assert m["real"] > m["copy"] + 0.15 and m["real"] > m["griffin_lim"] + 0.2 and m["griffin_lim"] > \
+        m["noise"] + 1.0, m
 
 
 def test_distillmos_network_takes_every_weight_and_is_deterministic():
