@@ -91,7 +91,8 @@ def score(clips: list[np.ndarray], texts: list[str], scorers, refs: References, 
     base_sim = [refs.base.similarity(e) for e in shared_encoder().embed_many([to_scorer_rate(c, sr) for c in clips])]
     s = result.scores
     out = {"similarity_new": s.get("similarity"), "similarity_base": float(np.mean(base_sim)), "wer": s.get("wer"),
-           "ovrl": s.get("dnsmos_ovrl"), "sig": s.get("dnsmos_sig"), "f0_median": median_f0(clips, refs.audio)}
+           "ovrl": s.get("dnsmos_ovrl"), "sig": s.get("dnsmos_sig"), "p808": s.get("dnsmos_p808"),
+           "distillmos": s.get("distillmos"), "f0_median": median_f0(clips, refs.audio)}
     out = {k: None if v is None else round(v, 4) for k, v in out.items()}
     out["n_clips"] = len(clips)
     if result.errors:
@@ -124,7 +125,7 @@ def references(work: Path, n: int, scorers, base: Path) -> References:
 
 def scores_dir(work: Path, case: Case, refs: References) -> Path:
     """Where a case's scores are kept: per held-out set, so a rerun with another --heldout rescores."""
-    return work / "scores" / f"heldout{len(refs.texts)}" / case.name
+    return work / "scores" / f"heldout{len(refs.texts)}" / case.run_name
 
 
 def score_checkpoint(path: Path, cache: Path, scorers, refs: References, generator: Path | None = None) -> dict:
@@ -150,11 +151,13 @@ def curve(work: Path, case: Case, base: Path, walls: dict, scorers, refs: Refere
     from voxtrain.artifacts.layout import RunDir
 
     points = [(0, base, 0.0)] + [(step, path, walls.get(str(step)))
-                                 for step, path in RunDir(work / "runs" / case.name).checkpoint_files()]
+                                 for step, path in RunDir(work / "runs" / case.run_name).checkpoint_files()]
     rows = []
     for step, path, wall in points:
-        log(f"score {case.name} step {step}")
-        scores = score_checkpoint(path, scores_dir(work, case, refs) / f"step{step}.json", scorers, refs)
+        log(f"score {case.run_name} step {step}")
+        # The base (step 0) is the same model in every variant of a case: scored once.
+        where = scores_dir(work, case, refs).with_name(case.name) if step == 0 else scores_dir(work, case, refs)
+        scores = score_checkpoint(path, where / f"step{step}.json", scorers, refs)
         rows.append({"step": step, "wall_s": wall, **scores})
     return rows
 
@@ -207,7 +210,7 @@ def run_case(args, case: Case, largest: int, scorers, refs: References, clock: C
     trained = clock.run("finetune", finetune, work, case, args.base, store)
     rows = clock.run("score_curve", curve, work, case, args.base, trained["walls"], scorers, refs)
     last = rows[-1]
-    last_ckpt = RunDir(work / "runs" / case.name).checkpoint_files()[-1][1]
+    last_ckpt = RunDir(work / "runs" / case.run_name).checkpoint_files()[-1][1]
     out = {"clips": case.n_train, "val_clips": case.n_clips - case.n_train, "degrade": case.degrade,
            "audio_minutes": _train_audio_minutes(store),
            "steps": case.steps, "lr": trained.get("lr"), "train_wall_minutes": round((last["wall_s"] or 0) / 60, 2),
@@ -224,11 +227,11 @@ def run_case(args, case: Case, largest: int, scorers, refs: References, clock: C
         judged = f"last checkpoint, vocoder step {final['vocoder_step']} (the longest within {GOAL_SECONDS:.0f} s)"
         train_s = final["seconds_both_models"]
     # --skip-scratch trains nothing from scratch, but still reports a scratch run a rerun finds finished.
-    finished = (work / "records" / f"scratch_{case.name}.json").is_file()
+    finished = (work / "records" / f"scratch_{case.run_name}.json").is_file()
     if (not args.skip_scratch or finished) and last["wall_s"]:
-        steps_per_s = finetune_cases.train_speed(work / "runs" / case.name) or last["step"] / last["wall_s"]
+        steps_per_s = finetune_cases.train_speed(work / "runs" / case.run_name) or last["step"] / last["wall_s"]
         sc = clock.run("scratch_train", scratch, work, case, store, last["wall_s"], steps_per_s)
-        ckpt = RunDir(work / "runs" / f"{case.name}_scratch").checkpoint_files()[-1][1]
+        ckpt = RunDir(work / "runs" / f"{case.run_name}_scratch").checkpoint_files()[-1][1]
         out["scratch"] = {**sc, **clock.run("score_scratch", score_checkpoint, ckpt,
                                             scores_dir(work, case, refs) / "scratch.json", scorers, refs)}
     ceiling = refs.rows["ceiling (new speaker, real clips)"]
@@ -244,7 +247,7 @@ def vocoder_row(work: Path, case: Case, last: dict, ckpt: Path, store: Path, cor
     where = scores_dir(work, case, refs)
     curve = []
     for step, kept in sorted(voc["kept"].items(), key=lambda kv: int(kv[0])):
-        log(f"score {case.name} vocoder step {step}")
+        log(f"score {case.run_name} vocoder step {step}")
         scores = clock.run("score_vocoder", score_checkpoint, ckpt, where / f"tuned_step{step}.json", scorers, refs,
                            work / kept["generator"])
         curve.append({"vocoder_step": int(step), "seconds": kept["seconds"], **scores})
@@ -273,10 +276,11 @@ def build_cases(args) -> list[Case]:
     if any(len(p) != len(sizes) for p in params):
         raise SystemExit("--steps, --every, --vocoder-steps and --vocoder-every need one value per --sizes entry")
     by_size = {n: tuple(p) for n, *p in zip(sizes, *params)}
-    cases = [Case(str(n), n, None, *by_size[n]) for n in sizes]
+    cases = [Case(str(n), n, None, *by_size[n], variant=args.variant) for n in sizes]
     if args.hard:
         # The hard case trains like the clean case of its size (or the smallest one).
-        cases.append(Case(f"hard{args.hard}", args.hard, "phone", *by_size.get(args.hard, by_size[sizes[0]])))
+        cases.append(Case(f"hard{args.hard}", args.hard, "phone", *by_size.get(args.hard, by_size[sizes[0]]),
+                          variant=args.variant))
     if args.only:
         cases = [c for c in cases if c.name == args.only]
         if not cases:
@@ -304,6 +308,9 @@ def parse_args() -> argparse.Namespace:
                     help="an extra --set of every fine-tune, e.g. finetune.freeze=[decoder] (repeatable)")
     ap.add_argument("--vocoder-set", action="append", default=[], metavar="KEY=VALUE",
                     help="an extra --set of train-vocoder, e.g. vocoder_training.lr=1e-4 (repeatable)")
+    ap.add_argument("--variant", default="",
+                    help="a lever's name: its runs, records and scores sit beside the plain case's, on the same "
+                         "corpus, features and references (say what it changes with --finetune-set/--vocoder-set)")
     ap.add_argument("--train-threads", type=int, default=2, help="OMP_NUM_THREADS of the training processes")
     return ap.parse_args()
 
@@ -325,11 +332,11 @@ def main() -> None:
         "base": _shown(args.base), "work": args.work.name, "new_speaker": f"piper joe, shift {SHIFT}, keep tempo",
         "heldout_sentences": len(refs.texts), "cpu_count": os.cpu_count(), "cpu": cpu_model(),
         "training_precision": "bf16" if cpu_has_native_bf16() else "fp32",
-        "overrides": {"finetune": args.finetune_set, "vocoder": args.vocoder_set},
+        "variant": args.variant, "overrides": {"finetune": args.finetune_set, "vocoder": args.vocoder_set},
         "load_average_1min_start": round(os.getloadavg()[0], 2), "references": refs.rows, "cases": {}}
     for case in cases:
-        log(f"case {case.name}: {case.n_train} train clips")
-        result["cases"][case.name] = run_case(args, case, largest, scorers, refs, clock)
+        log(f"case {case.run_name}: {case.n_train} train clips")
+        result["cases"][case.run_name] = run_case(args, case, largest, scorers, refs, clock)
     clean = [c for c in cases if not c.degrade]
     if clean:  # the issue's goals are stated for the smallest clean case (~20 clips)
         result["goals"] = {"case": clean[0].name, **result["cases"][clean[0].name]["goals"]}

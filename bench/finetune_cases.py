@@ -45,6 +45,12 @@ class Case:
     every: int = 75
     vocoder_steps: int = 100
     vocoder_every: int = 100  # train-vocoder steps between kept (and scored) generators
+    variant: str = ""  # a lever's name: its runs and scores beside the plain case's, on the same data
+
+    @property
+    def run_name(self) -> str:
+        """The case's runs, records and scores: the data's name, plus the variant's."""
+        return f"{self.name}_{self.variant}" if self.variant else self.name
 
     @property
     def n_clips(self) -> int:
@@ -160,10 +166,10 @@ def new_symbols(base: Path, store_dir: Path) -> list[str]:
 
 def finetune(work: Path, case: Case, base: Path, store: Path) -> dict:
     """The acoustic fine-tune from the base, every `every` steps kept (they make the curve)."""
-    record = work / "records" / f"train_{case.name}.json"
+    record = work / "records" / f"train_{case.run_name}.json"
     if (done := read_json(record)) is not None:
         return done
-    run = work / "runs" / case.name
+    run = work / "runs" / case.run_name
     if run.exists():  # a fine-tune that died half-way: --init-from starts only a new run
         shutil.rmtree(run)
     fresh = new_symbols(base, store)
@@ -174,8 +180,8 @@ def finetune(work: Path, case: Case, base: Path, store: Path) -> dict:
                "finetune.keep_last=1000", "evaluation.enabled=false", *FINETUNE_SETS)]
     if fresh:
         cmd.append("--new-symbols")
-    log(f"fine-tune {case.name}: {case.steps} steps" + (f", new symbols {fresh}" if fresh else ""))
-    cost = run_logged(cmd, work / "logs" / f"train_{case.name}.log")
+    log(f"fine-tune {case.run_name}: {case.steps} steps" + (f", new symbols {fresh}" if fresh else ""))
+    cost = run_logged(cmd, work / "logs" / f"train_{case.run_name}.log")
     done = {**cost, "new_symbols": fresh, "walls": checkpoint_walls(run), "lr": run_lr(run)}
     write_json(record, done)
     return done
@@ -226,10 +232,10 @@ def scratch(work: Path, case: Case, store: Path, wall_s: float, steps_per_s: flo
     exits) once it has trained as long as the fine-tune did. Its step budget (1.1x what the
     fine-tune's training speed gives in that time; scratch validates only at its end) shapes
     the LR schedule so that it nearly completes, and the clock ends the run."""
-    record = work / "records" / f"scratch_{case.name}.json"
+    record = work / "records" / f"scratch_{case.run_name}.json"
     if (done := read_json(record)) is not None:
         return done
-    run = work / "runs" / f"{case.name}_scratch"
+    run = work / "runs" / f"{case.run_name}_scratch"
     if run.exists():
         shutil.rmtree(run)
     budget = max(2, math.ceil(steps_per_s * wall_s * 1.1))
@@ -239,14 +245,14 @@ def scratch(work: Path, case: Case, store: Path, wall_s: float, steps_per_s: flo
            "--yes", *_sets(f"training.batch_size={min(16, case.n_train)}", f"training.max_steps={budget}",
                            f"training.warmup_steps={warmup}", f"training.validate_every={budget}",
                            f"training.save_every={budget}", "evaluation.enabled=false")]
-    log(f"scratch {case.name}: up to {budget} steps or {wall_s:.0f} s of training")
-    logfile = work / "logs" / f"scratch_{case.name}.log"
+    log(f"scratch {case.run_name}: up to {budget} steps or {wall_s:.0f} s of training")
+    logfile = work / "logs" / f"scratch_{case.run_name}.log"
     with logfile.open("a", encoding="utf-8") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                 env={**os.environ, "OMP_NUM_THREADS": TRAIN_THREADS})
         _stop_after(proc, run / "metrics.jsonl", wall_s)
     if proc.returncode != 0:
-        raise RuntimeError(f"scratch {case.name} failed (exit {proc.returncode}); see {logfile.name}")
+        raise RuntimeError(f"scratch {case.run_name} failed (exit {proc.returncode}); see {logfile.name}")
     walls = checkpoint_walls(run)
     step = max((int(s) for s in walls), default=0)
     done = {"step_budget": budget, "warmup_steps": warmup, "steps": step, "wall_s": walls.get(str(step)),
@@ -276,10 +282,10 @@ def vocoder(work: Path, case: Case, checkpoint: Path, store: Path, corpus: Path)
     from voxtrain.artifacts.layout import RunDir
     from voxtrain.artifacts.metrics_format import read_metrics
 
-    record = work / "records" / f"vocoder_{case.name}.json"
+    record = work / "records" / f"vocoder_{case.run_name}.json"
     if (done := read_json(record)) is not None:
         return done
-    run = work / "runs" / f"{case.name}_vocoder"
+    run = work / "runs" / f"{case.run_name}_vocoder"
     if run.exists():  # no record: its acoustic checkpoint may be another one than this
         shutil.rmtree(run)
     n, every = case.vocoder_steps, min(case.vocoder_every, case.vocoder_steps)
@@ -287,11 +293,11 @@ def vocoder(work: Path, case: Case, checkpoint: Path, store: Path, corpus: Path)
            "--corpus", str(corpus), "--run", str(run), "--yes",
            *_sets(f"vocoder_training.max_steps={n}", f"vocoder_training.validate_every={n}",
                   f"vocoder_training.save_every={every}", "checkpoint.keep_last=1000", *VOCODER_SETS)]
-    log(f"train-vocoder {case.name}: {n} steps, a generator kept every {every}")
-    cost = run_logged(cmd, work / "logs" / f"vocoder_{case.name}.log")
+    log(f"train-vocoder {case.run_name}: {n} steps, a generator kept every {every}")
+    cost = run_logged(cmd, work / "logs" / f"vocoder_{case.run_name}.log")
     generator = RunDir(run).vocoder_export
     if not generator.is_file():
-        raise RuntimeError(f"train-vocoder {case.name} wrote no {generator.name}")
+        raise RuntimeError(f"train-vocoder {case.run_name} wrote no {generator.name}")
     records = read_metrics(RunDir(run).metrics)
     best = [r for r in records if r.get("event") == "best_exported"]
     walls = checkpoint_walls(run)
@@ -316,7 +322,7 @@ def _kept_generator(work: Path, case: Case, checkpoint: Path) -> Path:
     """The generator of a train-vocoder checkpoint, in the format load_hifigan reads."""
     import torch
 
-    out = work / "generators" / f"{case.name}_{checkpoint.stem}.pt"
+    out = work / "generators" / f"{case.run_name}_{checkpoint.stem}.pt"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 
+import numpy as np
 import torch
 
 from conftest import assert_same, without_time
@@ -78,3 +79,35 @@ def test_a_mel_critic_learns_to_tell_real_mels_from_the_models(trainer_factory, 
     # Least squares pulls real toward 1 and generated toward 0: 0.5 is the boundary.
     accuracy = (float((real > 0.5).float().mean()) + float((fake < 0.5).float().mean())) / 2
     assert accuracy >= 0.8, (accuracy, real, fake)
+
+
+def _smoothed(mel: torch.Tensor, frames: int = 9) -> torch.Tensor:
+    """A moving average over time: what a model trained on a reconstruction loss does to a mel."""
+    kernel = torch.full((mel.shape[0], 1, frames), 1.0 / frames)
+    padded = torch.nn.functional.pad(mel.unsqueeze(0), (frames // 2, frames // 2), mode="replicate")
+    return torch.nn.functional.conv1d(padded, kernel, groups=mel.shape[0])[0]
+
+
+def test_the_global_variance_post_filter_restores_real_variance_and_keeps_the_mean(features) -> None:
+    """The zero-training baseline against over-smoothing: real mels, smoothed over time, come
+    back with the real mels' per-bin variance and the same per-bin mean."""
+    from voxtrain.artifacts.store import FeatureStore
+    from voxtrain.audio.global_variance import GlobalVariancePostFilter, global_variance, per_bin_variance
+
+    store = FeatureStore(features)
+    real = [torch.from_numpy(store.item(i)["mel"].T.copy()) for i in range(len(store))]
+    target = global_variance(real)
+    smooth = [_smoothed(m) for m in real]
+    restored = [GlobalVariancePostFilter(target)(m) for m in smooth]
+    live = np.all([per_bin_variance(m) > 1e-3 for m in smooth], axis=0)  # bins that vary at all
+    assert live.mean() > 0.5
+    lost = global_variance(smooth)[live] / target[live]
+    assert np.median(lost) < 0.8, "the smoothing must take variance away for the test to mean anything"
+    for s, r in zip(smooth, restored):
+        np.testing.assert_allclose(per_bin_variance(r)[live], target[live], rtol=1e-4)
+        torch.testing.assert_close(r.mean(dim=1), s.mean(dim=1), atol=1e-4, rtol=0)
+    # ...and so the real mels' mean, up to what the smoothing's edges moved.
+    np.testing.assert_allclose(np.mean([r.mean(dim=1).numpy() for r in restored], axis=0),
+                               np.mean([m.mean(dim=1).numpy() for m in real], axis=0), atol=0.05)
+    untouched = GlobalVariancePostFilter(target, strength=0.0)(smooth[0])
+    torch.testing.assert_close(untouched, smooth[0])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +30,14 @@ class Synthesizer:
         device: str | torch.device = "cpu",
         precision: str = "auto",
         foreign_text: str = FOREIGN_TEXT_DEFAULT,
+        postfilter: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         """vocoder: hifigan (vocoder_path, else the generator the voice's sidecar names, else
         the bundled one), griffin-lim or none. precision: auto (bf16 where the device computes
         it natively, else fp32), fp32, bf16 or fp16, applied as autocast to both models.
         foreign_text: what to do with letters outside the voice's language and pictographic
-        symbols (voxtrain.text.speakable.FOREIGN_TEXT)."""
+        symbols (voxtrain.text.speakable.FOREIGN_TEXT). postfilter: applied to every predicted
+        (n_mels, T) mel before the vocoder, e.g. voxtrain.audio.global_variance's."""
         from voxtrain.vocoder import load_vocoder
 
         try:
@@ -43,6 +45,7 @@ class Synthesizer:
         except TextRefused as err:
             raise SynthError(str(err)) from None
         self.foreign_text = foreign_text
+        self.postfilter = postfilter
 
         retain_freed_memory()
         self.acoustic = acoustic
@@ -86,7 +89,8 @@ class Synthesizer:
             phonemes = torch.tensor([ids], dtype=torch.long, device=self.device)
             with autocast(self.precision, self.device):
                 result = self.acoustic.model.infer(phonemes, pace=pace)
-            out.append(result["mel"][0, : int(result["mel_lens"][0])].T.float())
+            mel = result["mel"][0, : int(result["mel_lens"][0])].T.float()
+            out.append(mel if self.postfilter is None else self.postfilter(mel))
         return out
 
     def waveforms(self, texts: list[str], pace: float = 1.0, allow_unknown: bool = False) -> list[np.ndarray]:
