@@ -292,7 +292,8 @@ def vocoder(work: Path, case: Case, checkpoint: Path, store: Path, corpus: Path)
     cmd = [*VOXTRAIN, "train-vocoder", "--checkpoint", str(checkpoint), "--features", str(store),
            "--corpus", str(corpus), "--run", str(run), "--yes",
            *_sets(f"vocoder_training.max_steps={n}", f"vocoder_training.validate_every={n}",
-                  f"vocoder_training.save_every={every}", "checkpoint.keep_last=1000", *VOCODER_SETS)]
+                  f"vocoder_training.save_every={every}", f"checkpoint.keep_last={n // every + 1}",
+                  *VOCODER_SETS)]
     log(f"train-vocoder {case.run_name}: {n} steps, a generator kept every {every}")
     cost = run_logged(cmd, work / "logs" / f"vocoder_{case.run_name}.log")
     generator = RunDir(run).vocoder_export
@@ -309,7 +310,7 @@ def vocoder(work: Path, case: Case, checkpoint: Path, store: Path, corpus: Path)
     overhead = cost["wall_s"] - (walls.get(str(n)) or 0.0)
     done = {**cost, "train_wall_s": walls.get(str(n)), "steps": n, "overhead_s": round(overhead, 1),
             "generator": str(generator.relative_to(work)),
-            "kept": {step: {"generator": str(_kept_generator(work, case, RunDir(run).checkpoint(int(step)))
+            "kept": {step: {"generator": str(kept_generator(work, case.run_name, RunDir(run).checkpoint(int(step)))
                                               .relative_to(work)),
                             "seconds": round(wall + overhead, 1)} for step, wall in walls.items()},
             "best_step": best[-1]["step"] if best else None,
@@ -318,11 +319,11 @@ def vocoder(work: Path, case: Case, checkpoint: Path, store: Path, corpus: Path)
     return done
 
 
-def _kept_generator(work: Path, case: Case, checkpoint: Path) -> Path:
+def kept_generator(work: Path, name: str, checkpoint: Path) -> Path:
     """The generator of a train-vocoder checkpoint, in the format load_hifigan reads."""
     import torch
 
-    out = work / "generators" / f"{case.run_name}_{checkpoint.stem}.pt"
+    out = work / "generators" / f"{name}_{checkpoint.stem}.pt"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)

@@ -314,6 +314,7 @@ VOCODER_SETTINGS = {
     },
     "training": {"trackers": []},
     "checkpoint": {"keep_last": 1, "disk_margin_mb": 0},
+    "evaluation": {"enabled": False},  # as in MICRO_CONFIG; test_vocoder_harness turns it on once
 }
 
 

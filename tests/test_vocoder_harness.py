@@ -279,3 +279,25 @@ def test_the_starting_generator_is_chosen_by_ear(acoustic, features, corpus_dir,
     # The run uses what pre-flight chose (config.yaml records it) and its checkpoint says so.
     assert yaml.safe_load(run.config.read_text())["vocoder_training"]["start"] == info["name"]
     assert torch.load(run.checkpoint(1), weights_only=True)["start_generator"] == info["name"]
+
+
+def test_the_best_generator_is_chosen_by_ear(acoustic, features, corpus_dir, vocoder_config, tmp_path) -> None:
+    """With checkpoint.best_by a listening score, the voice (the acoustic model with the generator
+    in training) is scored at every validation, and the best generator is the one the ear prefers,
+    whatever its mel error: a critic lowers both apart."""
+    from voxtrain.artifacts.layout import RunDir
+    from voxtrain.artifacts.weights import load_weights
+
+    run = RunDir(tmp_path / "by_ear")
+    cmd = vocoder_cmd(acoustic, features, corpus_dir, run.root, vocoder_config, "--set", "evaluation.enabled=true",
+                      "--set", "evaluation.sentences=2", "--set", "evaluation.scorers=[dnsmos]",
+                      "--set", "checkpoint.best_by=dnsmos_ovrl", "--set", "vocoder_training.validate_every=3")
+    result = run_cmd(cmd)
+    assert result.returncode == 0, result.stderr
+    heard = {step: r["dnsmos_ovrl"] for step, r in records(run.root, "eval").items()}
+    assert sorted(heard) == [0, 3, 6], heard
+    best = events(run.root, "best_exported")
+    top = max(heard, key=heard.get)
+    assert best[-1]["best_by"] == "dnsmos_ovrl" and best[-1]["step"] == top, (best, heard)
+    assert best[-1]["value"] == heard[top], best  # ranked by the ear's score, not by val_mel
+    assert load_weights(run.best_export)[1]["vocoder_step"] == best[-1]["step"]

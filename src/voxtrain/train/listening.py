@@ -31,11 +31,12 @@ log = logging.getLogger("voxtrain.train")
 
 class ListeningEvaluator:
     def __init__(self, config: Config, store: FeatureStore, synthesizer: Callable[[], Any],
-                 recorder: RunRecorder, run: RunDir):
-        """`synthesizer()` gives the voxtrain.inference.torch_voice.Synthesizer of the model being trained."""
+                 recorder: RunRecorder, run: RunDir, validate_every: int | None = None):
+        """`synthesizer()` gives the voxtrain.inference.torch_voice.Synthesizer of the voice being
+        trained; validate_every: the task's validation cadence (training.validate_every unless given)."""
         self.cfg, self.store, self.synthesizer, self.recorder, self.run = config.evaluation, store, synthesizer, \
             recorder, run
-        self.validate_every = config.training.validate_every
+        self.validate_every = validate_every or config.training.validate_every
         self.available = self.cfg.enabled and bool(self.cfg.scorers)
         self._scorers = self._reference = self._sentences = None
 

@@ -87,11 +87,6 @@ def run_config(cfg: Config, acoustic: AcousticModel, store: FeatureStore) -> Con
             "the config sets audio settings the feature store was not prepared with:\n  " + "\n  ".join(conflicts)
             + f"\nThe audio settings come from {store.layout.config}: remove them from the config (or --set)."
         )
-    if cfg.checkpoint.best_by != "val_mel":
-        raise VocoderTrainingError(
-            f"checkpoint.best_by is {cfg.checkpoint.best_by!r}, but a vocoder fine-tune ranks its generators by "
-            f"val_mel only (no listening scores): remove checkpoint.best_by from the config or set it to val_mel"
-        )
     data = cfg.to_dict()
     data["audio"] = dict(store_audio(store).model_dump(mode="json"))
     data["model"], data["text"] = acoustic.config.to_dict()["model"], acoustic.config.to_dict()["text"]

@@ -12,8 +12,10 @@ resume on exactly the segments an unbroken run would see. With several processes
 takes its share of every global batch.
 
 Validation: the mel L1 of the whole validation clips, at step 0 (the untouched vocoder, the
-baseline) and every validate_every steps; the best generator is exported in jik876 format
-to RUN/checkpoints/generator_best.pt, and beside it the whole voice.
+baseline) and every validate_every steps, and the listening scores of the voice (the acoustic
+model with the generator in training) as `evaluation` asks; the best generator by
+`checkpoint.best_by` is exported in jik876 format to RUN/checkpoints/generator_best.pt, and
+beside it the whole voice.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from voxtrain.artifacts.recorder import RunRecorder
 from voxtrain.artifacts.weights import export_weights, weights_bytes
 from voxtrain.atomic import write_atomic
 from voxtrain.audio import MelSpectrogram
+from voxtrain.train.listening import ListeningEvaluator
 from voxtrain.train.state import seed_everything
 from voxtrain.train.step import adversarial_step
 from voxtrain.train.stopping import StopRules
@@ -181,9 +184,25 @@ class VocoderTask:
         self.val_clips = pairs.split("val")
         self.mel = MelSpectrogram(self.config.audio)
         self.recorder: RunRecorder | None = None
+        self.listener: ListeningEvaluator | None = None
+        self._synth = None
 
     def attach(self, recorder: RunRecorder | None) -> None:
         self.recorder = recorder
+        if recorder is not None:
+            self.listener = ListeningEvaluator(self.config, self.inputs.store, self._voice, recorder, self.ctx.run,
+                                               self.config.vocoder_training.validate_every)
+
+    def _voice(self):
+        """The voice as synth will speak it: the acoustic model and the generator in training."""
+        from voxtrain.inference.torch_voice import Synthesizer
+        from voxtrain.vocoder import HifiGanVocoder
+
+        if self._synth is None:
+            device = self.ctx.accelerator.device
+            self._synth = Synthesizer(self.inputs.acoustic, "none", device=device)
+            self._synth.vocoder = HifiGanVocoder(self.model, self.config.audio, device)
+        return self._synth
 
     def batches(self, epoch: int, batch_in_epoch: int) -> Iterator[tuple[int, int, Segments]]:
         frames = self.config.vocoder_training.segment_frames
@@ -223,7 +242,12 @@ class VocoderTask:
         self.recorder.val(step, {"mel": val})
         log.info("validation at step %d: val_mel %.4f over %d clips (%.1fs)", step, val, len(self.val_clips),
                  time.perf_counter() - t0)
-        return Validation(val, None, {"val_mel": val})
+        # The ears judge the voice as synth speaks it: a critic lowers the mel error and the
+        # naturalness apart, so with checkpoint.best_by a listening score the best is chosen by ear.
+        scores = self.listener.evaluate(step) if self.listener is not None else None
+        heard = self.listener is not None and self.listener.available
+        return Validation(val, scores or None, {"val_mel": val} | (scores or {}),
+                          may_be_best=scores is not None or not heard)
 
     def export_best(self, ckpt: CheckpointManager, validation: Validation) -> None:
         """The current generator as the run's best, `{"generator": state_dict}` (what
