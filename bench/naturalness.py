@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 import finetune_cases
 from finetune_cases import _sets, kept_generator, log, read_json, run_logged, write_json
 from listening_scores import shown, teacher_row
@@ -127,7 +129,8 @@ def score_row(args, name: str, acoustic: Path, generator: Path | None, postfilte
                         postfilter=postfilter)
     row = score_synthesizer(synth, default_sentences()[: args.sentences], scorers, reference, name=name)
     out = {"scores": {COLUMNS[k]: round(v, 4) for k, v in row.scores.items() if k in COLUMNS},
-           "errors": row.errors, "refused": [r.index for r in row.refused], "n_clips": row.n_clips}
+           "errors": row.errors, "refused": [r.index for r in row.refused], "n_clips": row.n_clips,
+           "per_clip": {COLUMNS[k]: [round(x, 4) for x in v] for k, v in row.result.per_clip.items() if k in COLUMNS}}
     write_json(cache, out)
     return out
 
@@ -171,6 +174,32 @@ def critic_curve(args, scorers, reference) -> list[dict]:
     return [{"vocoder_step": int(step), **score_row(args, f"vocoder + spectral critic, step {step}", model,
                                                     Path(path), None, scorers, reference)}
             for step, path in sorted(done["kept"].items(), key=lambda kv: int(kv[0]))]
+
+
+def ears_noise(rows: dict, baseline: str, size: int = 8, draws: int = 2000, seed: int = 0) -> dict:
+    """How far to trust one ear on `size` sentences: each row's std over random subsets, and for
+    each lever against the baseline the share of subsets whose difference has the sign of the
+    difference over all sentences (the same subset for both rows; WER is pooled per subset as a
+    mean of per-clip rates here, which is close enough for a sign)."""
+    rng = np.random.default_rng(seed)
+    base = rows[baseline]["per_clip"]
+    n = min(len(v) for v in base.values())
+    subsets = [rng.choice(n, min(size, n), replace=False) for _ in range(draws)]
+    out: dict = {"subset_size": min(size, n), "draws": draws, "std": {}, "sign_agreement_with_baseline": {}}
+    for name, row in rows.items():
+        clips = row.get("per_clip") or {}
+        out["std"][name] = {k: round(float(np.std([np.mean(np.asarray(v)[s]) for s in subsets])), 4)
+                            for k, v in clips.items() if len(v) == n}
+        if name == baseline:
+            continue
+        agree = {}
+        for k, v in clips.items():
+            if k not in base or len(v) != n:
+                continue
+            diff = np.asarray(v) - np.asarray(base[k])
+            agree[k] = round(float(np.mean([np.sign(diff[s].mean()) == np.sign(diff.mean()) for s in subsets])), 3)
+        out["sign_agreement_with_baseline"][name] = agree
+    return out
 
 
 def phase2_rows(folder: Path) -> dict:
@@ -228,6 +257,9 @@ def main() -> None:
         result["demo"] = {"sentences": len(sentences), "teacher (piper joe)": read_json(teacher),
                           "rows": demo_rows(args, scorers, reference),
                           "critic_curve": critic_curve(args, scorers, reference)}
+        result["demo"]["ears_noise"] = ears_noise(result["demo"]["rows"], next(iter(ROWS)))
+        for row in result["demo"]["rows"].values():
+            row.pop("per_clip", None)
     if args.phase2:
         result["phase2"] = phase2_rows(args.phase2)
     result["wall_s"] = round(time.perf_counter() - t0, 1)
