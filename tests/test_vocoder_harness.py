@@ -264,36 +264,30 @@ def test_a_critic_can_start_from_another_runs_critic(acoustic, features, corpus_
     assert f"vocoder_training.critic_from: {acoustic} holds no critic" in refused.stderr
 
 
-def test_the_starting_generator_is_chosen_by_ear(acoustic, features, corpus_dir, vocoder_config, tmp_path) -> None:
-    from voxtrain.artifacts.layout import RunDir
-
-    run = RunDir(tmp_path / "auto")
-    cmd = vocoder_cmd(acoustic, features, corpus_dir, run.root, vocoder_config, "--set", "vocoder_training.start=auto",
-                      "--set", "vocoder_training.start_clips=2", "--until-step", "1")
-    result = run_cmd(cmd)
-    assert result.returncode == 0, result.stderr
-    info = json.loads(run.run_info.read_text())["start_generator"]
-    heard = {name: s["dnsmos_ovrl"] for name, s in info["scores"].items()}
-    assert set(heard) == {"ljspeech", "universal"} and info["name"] == max(heard, key=heard.get), info
-    assert "starting vocoder" in result.stderr  # the pre-flight row says which, and why
-    # The run uses what pre-flight chose (config.yaml records it) and its checkpoint says so.
-    assert yaml.safe_load(run.config.read_text())["vocoder_training"]["start"] == info["name"]
-    assert torch.load(run.checkpoint(1), weights_only=True)["start_generator"] == info["name"]
-
-
-def test_the_best_generator_is_chosen_by_ear(acoustic, features, corpus_dir, vocoder_config, tmp_path) -> None:
-    """With checkpoint.best_by a listening score, the voice (the acoustic model with the generator
-    in training) is scored at every validation, and the best generator is the one the ear prefers,
-    whatever its mel error: a critic lowers both apart."""
+def test_the_vocoder_is_chosen_by_ear_its_start_and_its_best(acoustic, features, corpus_dir, vocoder_config,
+                                                              tmp_path) -> None:
+    """The starting generator is the bundled one whose copy-synthesis of the speaker's clips the
+    ear prefers. With checkpoint.best_by a listening score, the voice (the acoustic model with the
+    generator in training) is scored at every validation, and the best generator is the one the
+    ear prefers, whatever its mel error: a critic moves the two apart."""
     from voxtrain.artifacts.layout import RunDir
     from voxtrain.artifacts.weights import load_weights
 
-    run = RunDir(tmp_path / "by_ear")
-    cmd = vocoder_cmd(acoustic, features, corpus_dir, run.root, vocoder_config, "--set", "evaluation.enabled=true",
-                      "--set", "evaluation.sentences=2", "--set", "evaluation.scorers=[dnsmos]",
-                      "--set", "checkpoint.best_by=dnsmos_ovrl", "--set", "vocoder_training.validate_every=3")
+    run = RunDir(tmp_path / "auto")
+    cmd = vocoder_cmd(acoustic, features, corpus_dir, run.root, vocoder_config, *sets(
+        "vocoder_training.start=auto", "vocoder_training.start_clips=2", "evaluation.enabled=true",
+        "evaluation.sentences=2", "evaluation.scorers=[dnsmos]", "checkpoint.best_by=dnsmos_ovrl",
+        "vocoder_training.validate_every=3"))
     result = run_cmd(cmd)
     assert result.returncode == 0, result.stderr
+    info = json.loads(run.run_info.read_text())["start_generator"]
+    start = {name: s["dnsmos_ovrl"] for name, s in info["scores"].items()}
+    assert set(start) == {"ljspeech", "universal"} and info["name"] == max(start, key=start.get), info
+    assert "starting vocoder" in result.stderr  # the pre-flight row says which, and why
+    # The run uses what pre-flight chose (config.yaml records it) and its checkpoint says so.
+    assert yaml.safe_load(run.config.read_text())["vocoder_training"]["start"] == info["name"]
+    assert torch.load(run.checkpoint(6), weights_only=True)["start_generator"] == info["name"]
+
     heard = {step: r["dnsmos_ovrl"] for step, r in records(run.root, "eval").items()}
     assert sorted(heard) == [0, 3, 6], heard
     best = events(run.root, "best_exported")
@@ -301,3 +295,7 @@ def test_the_best_generator_is_chosen_by_ear(acoustic, features, corpus_dir, voc
     assert best[-1]["best_by"] == "dnsmos_ovrl" and best[-1]["step"] == top, (best, heard)
     assert best[-1]["value"] == heard[top], best  # ranked by the ear's score, not by val_mel
     assert load_weights(run.best_export)[1]["vocoder_step"] == best[-1]["step"]
+
+
+def sets(*values: str) -> list[str]:
+    return [x for v in values for x in ("--set", v)]
