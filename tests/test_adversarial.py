@@ -111,3 +111,22 @@ def test_the_global_variance_post_filter_restores_real_variance_and_keeps_the_me
                                np.mean([m.mean(dim=1).numpy() for m in real], axis=0), atol=0.05)
     untouched = GlobalVariancePostFilter(target, strength=0.0)(smooth[0])
     torch.testing.assert_close(untouched, smooth[0])
+
+
+def test_a_fine_tune_starts_its_critic_from_the_base_runs_critic(trainer_factory) -> None:
+    sections = {"training": {"max_steps": 4, "save_every": 4, "validate_every": 4,
+                             "adversarial": {**CRITIC, "warmup_steps": 2}}}
+    base = trainer_factory("base", **sections)
+    assert (r := base.run_to_end()).returncode == 0, r.stderr
+    given = RunDir(base.run).checkpoint(4)
+    # A critic LR far below float32's resolution leaves the started critic exactly as it was given.
+    tuned = trainer_factory("tuned", training={"max_steps": 1, "save_every": 1,
+                                               "adversarial": {**CRITIC, "lr": 1e-30}})
+    r = tuned.run_to_end("--init-from", str(given))
+    assert r.returncode == 0, r.stderr
+    assert f"mel critic started from the base's, in {given}" in r.stderr
+    assert_same(load_state(given)["critics"], load_state(RunDir(tuned.run).checkpoint(1))["critics"])
+    # An export holds no critic: the fine-tune says so and starts a fresh one.
+    fresh = trainer_factory("fresh", training={"max_steps": 1, "save_every": 1, "adversarial": CRITIC})
+    r = fresh.run_to_end("--init-from", str(RunDir(base.run).best_export))
+    assert r.returncode == 0 and "the mel critic starts fresh" in r.stderr and "is an export" in r.stderr, r.stderr

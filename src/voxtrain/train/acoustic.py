@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +26,13 @@ from voxtrain.data.loader import BucketBatchSampler, FeatureDataset, collate
 from voxtrain.model import Batch, FastSpeech2, FastSpeech2Loss
 from voxtrain.model.critic import MelCritic, mel_windows, window_starts
 from voxtrain.train.engine import TrainResult, run_task
-from voxtrain.train.finetune import freeze_for_finetune, load_base_weights, trainable_parameters, voice_facts
+from voxtrain.train.finetune import (
+    freeze_for_finetune,
+    load_base_weights,
+    start_critic_from_base,
+    trainable_parameters,
+    voice_facts,
+)
 from voxtrain.train.listening import ListeningEvaluator
 from voxtrain.train.optim import make_optimizer
 from voxtrain.train.runtime import own_process_group
@@ -128,6 +135,8 @@ class AcousticTask:
             self.critic_wrapped, critic_optimizer = acc.prepare(critic, critic_optimizer)
             critic = self.critics["critic"] = acc.unwrap_model(self.critic_wrapped)
             self.slots["critic"] = OptimizerSlot(critic_optimizer, lambda n: a.lr, t.grad_clip)
+            if self.session.init_weights is not None:  # a fresh fine-tune; a resume has its own critic
+                start_critic_from_base(critic, Path(self.session.init_from))
         self.objective = AcousticObjective(self.loss_fn, critic, a, t.seed)
 
     def _build_loader(self) -> None:

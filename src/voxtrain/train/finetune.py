@@ -4,6 +4,7 @@ rows remapped by symbol), and the parts it keeps frozen."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 
@@ -40,6 +41,33 @@ def freeze_for_finetune(model: FastSpeech2, session: RunSession) -> FreezeSummar
     if parts:
         log.info("fine-tune: %s", summary.describe())
     return summary
+
+
+def start_critic_from_base(critic: torch.nn.Module, base: Path) -> None:
+    """A fine-tune's mel critic starts from the base run's when the base is a training
+    checkpoint (.pt) that trained one of the same shape: a critic that already knows real mels
+    from generated ones. Otherwise it starts fresh, and the log says why."""
+    from voxtrain.artifacts.checkpoint_format import CheckpointError, TrainingState, load_state
+
+    fresh = "the mel critic starts fresh (training.adversarial.warmup_steps apply)"
+    if base.suffix != ".pt":
+        log.info("%s: %s is an export, which holds no critic; --init-from the base run's .pt checkpoint starts "
+                 "from its critic", fresh, base.name)
+        return
+    try:
+        saved = TrainingState.from_dict(load_state(base), base).critics.get("critic")
+    except CheckpointError as err:
+        log.warning("%s: %s", fresh, err)
+        return
+    if saved is None:
+        log.info("%s: the base %s trained without one", fresh, base.name)
+        return
+    try:
+        critic.load_state_dict(saved)
+    except RuntimeError as err:
+        log.warning("%s: the base's critic has other settings (%s)", fresh, str(err).splitlines()[0])
+        return
+    log.info("mel critic started from the base's, in %s", base)
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
