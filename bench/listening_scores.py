@@ -199,10 +199,15 @@ def main() -> None:
     result["cost_8_sentences"] = costs
     result["wall_s"] = round(time.perf_counter() - t_start, 1)
     result["load_average_1min_end"] = round(os.getloadavg()[0], 2)
+    emit(result, args.out)
+
+
+def emit(result: dict, out: Path | None) -> None:
+    """Print the result as JSON, and write it to `out` too when given."""
     text = json.dumps(result, indent=1)
     print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    if out:
+        out.write_text(text + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

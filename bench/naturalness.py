@@ -40,7 +40,7 @@ import numpy as np
 
 import finetune_cases
 from finetune_cases import _sets, kept_generator, log, read_json, run_logged, write_json
-from listening_scores import shown, teacher_row
+from listening_scores import emit, shown, teacher_row
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_RUN, FEATURES, CORPUS = ROOT / "demo" / "runs" / "tiny", ROOT / "demo" / "features", ROOT / "demo" / "corpus"
@@ -263,10 +263,7 @@ def main() -> None:
     if args.phase2:
         result["phase2"] = phase2_rows(args.phase2)
     result["wall_s"] = round(time.perf_counter() - t0, 1)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
