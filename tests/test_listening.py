@@ -299,6 +299,13 @@ def test_composite_ranks_by_every_measured_score_and_skips_missing_ones():
     assert composite_score(floors_and_ceilings) == pytest.approx(1.0)
     assert composite_score({"similarity": ANCHORS["similarity"][1]}) == pytest.approx(1.0)
     assert composite_score({"cer": 0.1}) is None
+    # Every naturalness ear counts, and together they weigh as much as intelligibility alone.
+    ears = {**good, "dnsmos_p808": 3.8, "distillmos": 3.5}
+    assert composite_score(ears) > composite_score({**ears, "distillmos": 2.0})
+    assert composite_score(ears) > composite_score({**ears, "dnsmos_p808": 3.3})
+    at_floor = {"wer": ANCHORS["wer"][1], "dnsmos_ovrl": ANCHORS["dnsmos_ovrl"][0],
+                "dnsmos_p808": ANCHORS["dnsmos_p808"][0], "distillmos": ANCHORS["distillmos"][0]}
+    assert composite_score(at_floor) == pytest.approx(0.5)
 
 
 def test_very_short_and_empty_clips_are_scored(clips):
