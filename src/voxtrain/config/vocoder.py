@@ -81,9 +81,13 @@ class VocoderTrainingConfig(_Section):
         200, ge=0, description="Steps over which the adversarial and feature-matching weights rise linearly to "
         "their values after the warm-up.",
     )
-    adversarial_weight: float = Field(1.0, ge=0, description="Weight of the generator's least-squares adversarial "
-                                      "loss (HiFi-GAN: 1).")
-    feature_weight: float = Field(2.0, ge=0, description="Weight of the feature-matching loss (HiFi-GAN: 2).")
+    # HiFi-GAN weighs its losses 45 (L1 log-mel) : 1 (adversarial) : 2 (feature matching); with
+    # mel_weight 1 the same balance is 1/45 and 2/45. Weights of 1 and 2 against mel_weight 1
+    # let a small, young critic drown the mel loss: measured, the voice got worse by every ear.
+    adversarial_weight: float = Field(1 / 45, ge=0, description="Weight of the generator's least-squares "
+                                      "adversarial loss (HiFi-GAN's 1 against its mel weight of 45).")
+    feature_weight: float = Field(2 / 45, ge=0, description="Weight of the feature-matching loss (HiFi-GAN's 2 "
+                                  "against its mel weight of 45).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "fp32", description="fp32: the generator was made and measured in it; auto = bf16 where supported."
     )
