@@ -14,7 +14,9 @@ and the CPU seconds of the training the row adds to `make demo`):
   (voxtrain.audio.global_variance), no training;
 - universal start: the bundled universal generator instead, no training;
 - vocoder, reconstruction only: train-vocoder (mel + STFT losses) from the LJSpeech generator;
-- vocoder + spectral critic: the same steps with the CPU critic (warm-up, then its ramp);
+- vocoder + spectral critic: the same steps with the CPU critic (warm-up, then its ramp), the
+  losses in HiFi-GAN's balance; and once with adversarial weights 45 times that (1 and 2
+  against the mel loss's 1, the first defaults);
 - acoustic, no critic / with mel critic: the demo model trained on further on its own corpus
   (configs/finetune.yaml, --init-from), the same steps without and with the mel critic, so the
   critic's row is compared with the control's and not with a shorter training;
@@ -54,11 +56,15 @@ def trainings(args) -> dict[str, tuple[str, list[str]]]:
     """Every training a row may need: name -> (kind, its --set values)."""
     warm = max(1, args.vocoder_steps // 4)  # a quarter warms the critic up, a quarter ramps it in
     acoustic_warm = max(1, args.acoustic_steps // 4)
+    critic = ["vocoder_training.start=ljspeech", *VOCODER_CRITIC, f"vocoder_training.critic_warmup_steps={warm}",
+              f"vocoder_training.adversarial_ramp_steps={warm}"]
     return {
         "vocoder_reconstruction": ("vocoder", ["vocoder_training.start=ljspeech"]),
-        "vocoder_spectral_critic": ("vocoder", ["vocoder_training.start=ljspeech", *VOCODER_CRITIC,
-                                                f"vocoder_training.critic_warmup_steps={warm}",
-                                                f"vocoder_training.adversarial_ramp_steps={warm}"]),
+        "vocoder_spectral_critic": ("vocoder", critic),
+        # The critic's first settings: adversarial and feature-matching weights of 1 and 2 against
+        # the mel loss's 1, 45 times HiFi-GAN's balance (its mel weight is 45).
+        "vocoder_spectral_critic_x45": ("vocoder", [*critic, "vocoder_training.adversarial_weight=1",
+                                                    "vocoder_training.feature_weight=2"]),
         "acoustic_control": ("acoustic", []),
         "acoustic_mel_critic": ("acoustic", [*MEL_CRITIC, f"training.adversarial.warmup_steps={acoustic_warm}",
                                              f"training.adversarial.ramp_steps={acoustic_warm}"]),
@@ -72,6 +78,7 @@ ROWS = {
     "gv post-filter": (None, None, True),
     "universal start": (None, "universal", False),
     "vocoder, reconstruction only": (None, "vocoder_reconstruction", False),
+    "vocoder + spectral critic, 45x adversarial weight": (None, "vocoder_spectral_critic_x45", False),
     "vocoder + spectral critic": (None, "vocoder_spectral_critic", False),
     "acoustic, no critic (control)": ("acoustic_control", None, False),
     "acoustic + mel critic": ("acoustic_mel_critic", None, False),
@@ -165,15 +172,21 @@ def demo_rows(args, scorers, reference) -> dict:
     return rows
 
 
-def critic_curve(args, scorers, reference) -> list[dict]:
-    """The critic-trained generator every --vocoder-every steps: how many steps `make demo` needs."""
+def critic_curves(args, scorers, reference) -> dict[str, list[dict]]:
+    """Each critic-trained generator every --vocoder-every steps: how many steps pay."""
     from voxtrain.artifacts.layout import RunDir
 
-    done = train(args, "vocoder_spectral_critic")
-    model = RunDir(DEMO_RUN).best_export
-    return [{"vocoder_step": int(step), **score_row(args, f"vocoder + spectral critic, step {step}", model,
-                                                    Path(path), None, scorers, reference)}
-            for step, path in sorted(done["kept"].items(), key=lambda kv: int(kv[0]))]
+    model, curves = RunDir(DEMO_RUN).best_export, {}
+    for row, (_, training, _) in ROWS.items():
+        if training is None or not training.startswith("vocoder_spectral_critic") or row.startswith("combined"):
+            continue
+        if args.curve and row not in args.curve:
+            continue
+        done = train(args, training)
+        curves[row] = [{"vocoder_step": int(step), **score_row(args, f"{row}, step {step}", model, Path(path),
+                                                               None, scorers, reference)}
+                       for step, path in sorted(done["kept"].items(), key=lambda kv: int(kv[0]))]
+    return curves
 
 
 def ears_noise(rows: dict, baseline: str, size: int = 8, draws: int = 2000, seed: int = 0) -> dict:
@@ -234,6 +247,8 @@ def main() -> None:
     ap.add_argument("--vocoder-steps", type=int, default=400)
     ap.add_argument("--vocoder-every", type=int, default=100)
     ap.add_argument("--acoustic-steps", type=int, default=400)
+    ap.add_argument("--curve", action="append", default=[], metavar="ROW",
+                    help="score only these critic rows' curves (default: every critic row's)")
     ap.add_argument("--phase2", type=Path, default=None, help="a bench/finetune.py work directory's variant JSONs")
     ap.add_argument("--skip-demo", action="store_true", help="only the phase-2 rows")
     args = ap.parse_args()
@@ -256,7 +271,7 @@ def main() -> None:
             write_json(teacher, {"scores": {COLUMNS[k]: round(v, 4) for k, v in row.scores.items() if k in COLUMNS}})
         result["demo"] = {"sentences": len(sentences), "teacher (piper joe)": read_json(teacher),
                           "rows": demo_rows(args, scorers, reference),
-                          "critic_curve": critic_curve(args, scorers, reference)}
+                          "critic_curves": critic_curves(args, scorers, reference)}
         result["demo"]["ears_noise"] = ears_noise(result["demo"]["rows"], next(iter(ROWS)))
         for row in result["demo"]["rows"].values():
             row.pop("per_clip", None)
