@@ -339,7 +339,7 @@ def main() -> None:
         result["cases"][case.run_name] = run_case(args, case, largest, scorers, refs, clock)
     clean = [c for c in cases if not c.degrade]
     if clean:  # the goals are stated for the smallest clean case (~20 clips)
-        result["goals"] = {"case": clean[0].name, **result["cases"][clean[0].name]["goals"]}
+        result["goals"] = {"case": clean[0].run_name, **result["cases"][clean[0].run_name]["goals"]}
     result["phase_seconds"] = clock.seconds
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     result["load_average_1min_end"] = round(os.getloadavg()[0], 2)
