@@ -311,6 +311,7 @@ VOCODER_SETTINGS = {
     "vocoder_training": {
         "max_steps": 6, "batch_size": 2, "segment_frames": 8, "log_every": 1, "validate_every": 1000,
         "save_every": 1000, "stft_resolutions": [[512, 50, 240], [1024, 120, 600]], "start": "ljspeech",
+        "critic": "none",  # the critic's tests turn it on
     },
     "training": {"trackers": []},
     "checkpoint": {"keep_last": 1, "disk_margin_mb": 0},

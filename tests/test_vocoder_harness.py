@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -247,8 +246,6 @@ def test_a_critic_can_start_from_another_runs_critic(acoustic, features, corpus_
     first = run_cmd([*vocoder_cmd(acoustic, features, corpus_dir, seed.root, vocoder_config, *ADVERSARIAL),
                      "--until-step", "2"])
     assert first.returncode == 0, first.stderr
-    # A critic with the best generator chosen by val_mel gets a warning in pre-flight.
-    assert re.search(r"│ best by\s+│ WARN", first.stderr), first.stderr
     given = seed.checkpoint(2)
     # A critic LR far below float32's resolution leaves the started critic exactly as it was given.
     run = RunDir(tmp_path / "seeded")

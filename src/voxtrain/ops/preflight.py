@@ -224,10 +224,6 @@ def run_vocoder_preflight(cfg: Config, checkpoint: Path, features: Path, corpus:
     v = cfg.vocoder_training
     checks.append(Check("config", PASS, f"valid; batch {v.batch_size} x {v.segment_frames} frames; lr {v.lr:g}; "
                                         f"max_steps {v.max_steps}; precision {v.precision}"))
-    if v.critic != "none" and cfg.checkpoint.best_by == "val_mel":
-        checks.append(Check("best by", WARN, "the generator is chosen by val_mel, but a critic raises the mel "
-                                             "error as it makes the voice more natural: set checkpoint.best_by="
-                                             "dnsmos_ovrl (or composite) to choose it by ear"))
     checks.append(_run_dir_check(run))
     parameters = _parameter_count(cfg)  # AdamW keeps two moments of each
     frames = sum(r["n_frames"] for r in store.records) if store is not None else 0
