@@ -299,3 +299,43 @@ def test_the_vocoder_is_chosen_by_ear_its_start_and_its_best(acoustic, features,
 
 def sets(*values: str) -> list[str]:
     return [x for v in values for x in ("--set", v)]
+
+
+def test_joint_fine_tuning_trains_both_models_resumes_bitwise_and_ships_both(acoustic, features, corpus_dir,
+                                                                               vocoder_config, tmp_path) -> None:
+    """vocoder_training.joint: the acoustic model learns through the generator. The checkpoint
+    holds both models and resumes bitwise; the best voice is the jointly trained acoustic model
+    beside its generator; a resume that changes the setting is refused by name."""
+    from voxtrain.artifacts.layout import RunDir
+    from voxtrain.artifacts.weights import load_weights
+    joint = sets("vocoder_training.joint=true", "vocoder_training.max_steps=4")
+    reference = RunDir(tmp_path / "reference")
+    straight = run_cmd(vocoder_cmd(acoustic, features, corpus_dir, reference.root, vocoder_config, *joint))
+    assert straight.returncode == 0, straight.stderr
+    final = torch.load(reference.checkpoint(4), weights_only=True)
+    base = load_weights(acoustic)[0]
+    trained = {k.removeprefix("acoustic."): v for k, v in final["model"].items() if k.startswith("acoustic.")}
+    assert set(trained) == set(base) and any(k.startswith("generator.") for k in final["model"])
+    assert not all(torch.equal(trained[k], base[k]) for k in base)  # the acoustic model learned
+    assert "loss_acoustic" in records(reference.root, "train")[1]
+
+    run = RunDir(tmp_path / "interrupted")
+    cmd = vocoder_cmd(acoustic, features, corpus_dir, run.root, vocoder_config, *joint)
+    assert run_cmd([*cmd, "--until-step", "2"]).returncode == 0
+    changed = run_cmd([*cmd, "--set", "vocoder_training.joint=false"])
+    assert changed.returncode == 1 and "Traceback" not in changed.stderr, changed.stderr
+    assert "vocoder_training.joint" in changed.stderr and "resume with the run's own setting" in changed.stderr
+    resumed = run_cmd(cmd)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same(without_time(final), without_time(torch.load(run.checkpoint(4), weights_only=True)))
+
+    # The best voice: acoustic weights and generator from the same step, as synth loads them.
+    step = events(reference.root, "best_exported")[-1]["step"]
+    source = base if step == 0 else trained
+    weights, meta = load_weights(reference.best_export)
+    assert meta["vocoder_step"] == step and meta["acoustic_joint_step"] == step
+    assert_same(source, weights)
+    if step:
+        exported = torch.load(reference.vocoder_export, weights_only=True)["generator"]
+        assert_same({k.removeprefix("generator."): v for k, v in final["model"].items()
+                     if k.startswith("generator.")}, exported)

@@ -57,6 +57,7 @@ FACT_KEYS: dict[str, str] = {
     "features": "vocoder: the feature store",
     "pairs_signature": "vocoder: the content hash of its inputs (a resume must match it)",
     "start_generator": "vocoder: the bundled generator it started from, `ljspeech` or `universal`",
+    "joint": "vocoder: whether the acoustic model trained with the generator (then `model` holds both)",
 }
 # Without these a file is not a resumable checkpoint (format 1 spelled `optimizers` as `optimizer`).
 REQUIRED = ("model", "step", "epoch", "batch_in_epoch", "rng", "config", "symbols")

@@ -90,6 +90,16 @@ class VocoderTrainingConfig(_Section):
                                       "adversarial loss (HiFi-GAN's 1 against its mel weight of 45).")
     feature_weight: float = Field(2 / 45, ge=0, description="Weight of the feature-matching loss (HiFi-GAN's 2 "
                                   "against its mel weight of 45).")
+    joint: bool = Field(
+        False, description="Fine-tune the acoustic model with the generator (JETS-style): each step renders the "
+        "acoustic model's own teacher-forced mel, and the waveform losses train both models. The best voice then "
+        "holds the jointly trained acoustic weights beside the generator.",
+    )
+    joint_lr: float = Field(2e-4, gt=0, description="With joint: the acoustic model's constant learning rate "
+                            "(a fine-tune's, configs/finetune.yaml).")
+    joint_acoustic_weight: float = Field(
+        1.0, ge=0, description="With joint: weight of the acoustic model's own FastSpeech2 losses (mel, duration, "
+        "pitch, energy, aligner) beside the waveform losses.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "fp32", description="fp32: the generator was made and measured in it; auto = bf16 where supported."
     )

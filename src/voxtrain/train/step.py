@@ -88,7 +88,9 @@ def train_step(
     applied = bool(finite.item())
     if applied:
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            # A group may run at a fixed ratio to the slot's schedule (a joint fine-tune's
+            # acoustic model beside its generator).
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return StepResult(sums, grad_norm.detach(), frames, padded, applied, lr)

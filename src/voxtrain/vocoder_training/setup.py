@@ -67,7 +67,7 @@ class VocoderInputs:
     def checkpoint_facts(self) -> dict[str, Any]:
         return {"acoustic_checkpoint": str(self.acoustic.path), "corpus": str(self.corpus),
                 "features": str(self.store.root), "pairs_signature": self.pairs.signature,
-                "start_generator": self.start.name}
+                "start_generator": self.start.name, "joint": self.config.vocoder_training.joint}
 
     def run_facts(self) -> dict[str, Any]:
         return {"acoustic_checkpoint": {"path": str(self.acoustic.path), "sha256": self.acoustic.sha256},
@@ -94,7 +94,7 @@ def open_inputs(opts: VocoderOptions, ctx: RunContext) -> VocoderInputs:
                                    f"{store.root} holds mels it cannot render: {err} (for train-vocoder: prepare "
                                    f"the corpus again with those audio settings)") from None
     if ctx.latest is not None:
-        _check_resume(*ctx.latest, store, acoustic)
+        _check_resume(*ctx.latest, store, acoustic, cfg.vocoder_training.joint)
         # Checkpoints from before the choice existed started from LJSpeech.
         start = StartChoice(ctx.latest[0].facts.get("start_generator", "ljspeech"), "the run's own start")
     else:
@@ -116,7 +116,8 @@ def open_inputs(opts: VocoderOptions, ctx: RunContext) -> VocoderInputs:
     return VocoderInputs(store, acoustic, Path(opts.corpus), cfg, pairs, generator, start)
 
 
-def _check_resume(state: TrainingState, path: Path, store: FeatureStore, acoustic: AcousticModel) -> None:
+def _check_resume(state: TrainingState, path: Path, store: FeatureStore, acoustic: AcousticModel,
+                  joint: bool) -> None:
     if state.mode != "vocoder":
         raise VocoderTrainingError(f"{path} is not a vocoder fine-tune's checkpoint (mode {state.mode!r}): "
                                    f"give train-vocoder a new --run")
@@ -127,4 +128,9 @@ def _check_resume(state: TrainingState, path: Path, store: FeatureStore, acousti
             f"--checkpoint {acoustic.path} / --features {store.root} are not the same files (their content "
             f"differs). Resume with the run's own inputs, or start a new --run."
         )
-
+    if bool(state.facts.get("joint", False)) != joint:
+        trained = "with" if state.facts.get("joint") else "without"
+        raise VocoderTrainingError(
+            f"cannot resume from {path}: the run trained {trained} the acoustic model (vocoder_training.joint), "
+            f"and this config sets joint {str(joint).lower()}: resume with the run's own setting, or start a new --run."
+        )

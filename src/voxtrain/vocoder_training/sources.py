@@ -166,6 +166,6 @@ def real_audio(path: Path, audio: AudioConfig, record: dict[str, Any], stored_me
 def teacher_forced_mel(model: FastSpeech2, item: dict[str, Any]) -> np.ndarray:
     """(T, n_mels) mel the acoustic model predicts for one clip given its ground truth: the
     aligner's durations, the clip's pitch and energy. `item` is a FeatureDataset item."""
-    out = model(collate([item]))
+    out = model(collate([item]).to(next(model.parameters()).device))
     mel = out["mel_postnet"] if out["mel_postnet"] is not None else out["mel_pred"]
-    return mel[0].float().numpy()
+    return mel[0].float().cpu().numpy()

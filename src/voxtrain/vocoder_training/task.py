@@ -23,54 +23,31 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from voxtrain.adversarial import adversarial_scale, critic_loss, generator_losses, halves
 from voxtrain.artifacts.checkpoint_format import CheckpointError, TrainingState, load_state, serialize
 from voxtrain.artifacts.checkpoints import CheckpointManager
 from voxtrain.artifacts.recorder import RunRecorder
 from voxtrain.artifacts.weights import export_weights, weights_bytes
 from voxtrain.atomic import write_atomic
 from voxtrain.audio import MelSpectrogram
+from voxtrain.data.loader import FeatureDataset
 from voxtrain.train.listening import ListeningEvaluator
 from voxtrain.train.state import seed_everything
 from voxtrain.train.step import adversarial_step
 from voxtrain.train.stopping import StopRules
 from voxtrain.train.task import LoopSettings, OptimizerSlot, RunContext, StepResult, Validation
 from voxtrain.vocoder.critics import build_critic
-from voxtrain.vocoder.losses import MelLoss, MultiResolutionSTFTLoss
+from voxtrain.vocoder_training.joint import JointBatch, JointData, JointModel, joint_optimizer
+from voxtrain.vocoder_training.objective import JointObjective, Segments, VocoderObjective
 from voxtrain.vocoder_training.setup import VocoderInputs, VocoderOptions, open_inputs
-from voxtrain.vocoder_training.sources import VocoderTrainingError
+from voxtrain.vocoder_training.sources import VocoderTrainingError, teacher_forced_mel
 
 log = logging.getLogger("voxtrain.vocoder_training")
-
-
-@dataclass
-class Segments:
-    """A batch of (teacher-forced mel, real audio) segments: mels (B, n_mels, F), wavs (B, F * hop)."""
-
-    mels: torch.Tensor
-    wavs: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.mels)
-
-    def to(self, device: torch.device, non_blocking: bool = False) -> Segments:
-        return Segments(self.mels.to(device, non_blocking=non_blocking),
-                        self.wavs.to(device, non_blocking=non_blocking))
-
-    def split(self, parts: int) -> list[Segments]:
-        size = -(-len(self) // parts)
-        return [Segments(m, w) for m, w in zip(self.mels.split(size), self.wavs.split(size), strict=True)]
-
-    def frame_counts(self) -> tuple[int, int]:
-        frames = self.mels.shape[0] * self.mels.shape[2]
-        return frames, frames  # segments are cut to one length: no padding
 
 
 class SegmentOrder:
@@ -90,43 +67,6 @@ class SegmentOrder:
         where = np.random.default_rng([self.seed, epoch, index, 1])
         picks = [(self.clips[m], int(where.integers(0, max(self.lengths[m] - self.frames, 0) + 1))) for m in members]
         return picks[self.rank :: self.world_size]
-
-
-class VocoderObjective:
-    """The generator's losses on a batch of segments: reconstruction (mel + STFT), and with a
-    critic, after its warm-up, the adversarial and feature-matching losses ramping in. It
-    keeps the step's generated audio (detached) for the critic's turn, so the generator runs
-    once per step."""
-
-    def __init__(self, inputs: VocoderInputs, critic: torch.nn.Module | None) -> None:
-        self.w = inputs.config.vocoder_training
-        self.mel_loss = MelLoss(inputs.config.audio)
-        self.stft_loss = MultiResolutionSTFTLoss(self.w.stft_resolutions)
-        self.critic = critic
-        self.generated: list[torch.Tensor] = []
-
-    def __call__(self, generator: torch.nn.Module, batch: Segments, step: int) -> tuple[torch.Tensor, dict]:
-        generated = generator(batch.mels)
-        if self.critic is not None:
-            self.generated.append(generated.detach())
-        mel = self.mel_loss(generated, batch.wavs)
-        sc, mag = self.stft_loss(generated, batch.wavs)
-        total = self.w.mel_weight * mel + self.w.stft_weight * (sc + mag)
-        terms = {"mel": mel, "sc": sc, "mag": mag}
-        scale = adversarial_scale(step, self.w.critic_warmup_steps, self.w.adversarial_ramp_steps)
-        if self.critic is not None and scale > 0:
-            adversarial, matching = generator_losses(self.critic(batch.wavs), self.critic(generated))
-            total = total + scale * (self.w.adversarial_weight * adversarial + self.w.feature_weight * matching)
-            terms |= {"adversarial": adversarial, "feature_matching": matching}
-        return total, {"total": total, **terms}
-
-    def critic_objective(self, critic: torch.nn.Module, batch: Segments, step: int) -> tuple[torch.Tensor, dict]:
-        """The critic's least-squares loss on the real segments and the generator's audio of them.
-        One forward over both (a DDP-wrapped critic allows one per backward)."""
-        fake = self.generated.pop(0).reshape(batch.wavs.shape)
-        real_out, fake_out = halves(critic(torch.cat([batch.wavs, fake])), len(batch))
-        loss = critic_loss(real_out, fake_out)
-        return loss, {"total": loss, "critic": loss}
 
 
 def load_critic(critic: torch.nn.Module, path: Path) -> None:
@@ -161,10 +101,16 @@ class VocoderTask:
         self.symbols, self.dataset_fingerprint = inputs.store.symbols.to_dict(), inputs.store.fingerprint
         self.run_facts = inputs.run_facts()
         acc = ctx.accelerator
-        optimizer = torch.optim.AdamW(inputs.generator.parameters(), lr=v.lr, betas=tuple(v.betas),
-                                      weight_decay=v.weight_decay)
-        self.wrapped, optimizer = acc.prepare(inputs.generator, optimizer)
+        if v.joint:  # the checkpoint's `model` is then both: generator.* and acoustic.*
+            trained = JointModel(inputs.generator, inputs.acoustic.model, v.segment_frames)
+            optimizer = joint_optimizer(trained, self.config)
+        else:
+            trained = inputs.generator
+            optimizer = torch.optim.AdamW(trained.parameters(), lr=v.lr, betas=tuple(v.betas),
+                                          weight_decay=v.weight_decay)
+        self.wrapped, optimizer = acc.prepare(trained, optimizer)
         self.model = acc.unwrap_model(self.wrapped)
+        self.generator = self.model.generator if v.joint else self.model
         self.slots = {"model": OptimizerSlot(optimizer, lambda n: v.lr, v.grad_clip)}
         critic = None
         if v.critic != "none":
@@ -176,8 +122,10 @@ class VocoderTask:
             self.critic_wrapped, critic_optimizer = acc.prepare(critic, critic_optimizer)
             critic = self.critics["critic"] = acc.unwrap_model(self.critic_wrapped)
             self.slots["critic"] = OptimizerSlot(critic_optimizer, lambda n: v.critic_lr, v.grad_clip)
-        self.objective = VocoderObjective(inputs, critic)
+        self.objective = (JointObjective if v.joint else VocoderObjective)(self.config, critic)
         pairs = inputs.pairs
+        self.joint_data = JointData(FeatureDataset(inputs.store, range(len(inputs.store))), pairs,
+                                    v.segment_frames) if v.joint else None
         train = pairs.split("train")
         self.order = SegmentOrder(train, [pairs.n_frames(i) for i in train], v.batch_size, v.segment_frames, v.seed,
                                   acc.process_index, acc.num_processes)
@@ -201,19 +149,22 @@ class VocoderTask:
         if self._synth is None:
             device = self.ctx.accelerator.device
             self._synth = Synthesizer(self.inputs.acoustic, "none", device=device)
-            self._synth.vocoder = HifiGanVocoder(self.model, self.config.audio, device)
+            self._synth.vocoder = HifiGanVocoder(self.generator, self.config.audio, device)
         return self._synth
 
-    def batches(self, epoch: int, batch_in_epoch: int) -> Iterator[tuple[int, int, Segments]]:
+    def batches(self, epoch: int, batch_in_epoch: int) -> Iterator[tuple[int, int, Segments | JointBatch]]:
         frames = self.config.vocoder_training.segment_frames
         while True:
             if batch_in_epoch >= self.order.per_epoch:
                 epoch, batch_in_epoch = epoch + 1, 0
-            mels, wavs = self.inputs.pairs.batch(self.order.batch(epoch, batch_in_epoch), frames)
+            picks = self.order.batch(epoch, batch_in_epoch)
             batch_in_epoch += 1
-            yield epoch, batch_in_epoch, Segments(mels, wavs)
+            if self.joint_data is not None:
+                yield epoch, batch_in_epoch, self.joint_data.batch(picks)
+            else:
+                yield epoch, batch_in_epoch, Segments(*self.inputs.pairs.batch(picks, frames))
 
-    def step(self, micro_batches: list[Segments], step: int) -> StepResult:
+    def step(self, micro_batches: list[Segments | JointBatch], step: int) -> StepResult:
         self.wrapped.train()
         self.objective.generated.clear()
         critic = self.critic_wrapped if self.critics else None
@@ -233,9 +184,9 @@ class VocoderTask:
         self.model.eval()
         error, count = 0.0, 0
         for i in self.val_clips:
-            predicted, _ = self.inputs.pairs.clip(i)
+            predicted = self._teacher_forced(i)
             real = torch.from_numpy(self.inputs.store.item(i)["mel"].astype(np.float32)).T
-            mel = self.mel(self.model(torch.from_numpy(predicted).T[None].to(device)).float().cpu())[0]
+            mel = self.mel(self.generator(torch.from_numpy(predicted).T[None].to(device)).float().cpu())[0]
             error += float(torch.sum(torch.abs(mel - real)))
             count += real.numel()
         val = error / count
@@ -249,15 +200,24 @@ class VocoderTask:
         return Validation(val, scores or None, {"val_mel": val} | (scores or {}),
                           may_be_best=scores is not None or not heard)
 
+    def _teacher_forced(self, i: int) -> np.ndarray:
+        """Clip i's teacher-forced mel (T, n_mels): the pairs', or in a joint fine-tune the
+        acoustic model's as it is now."""
+        if self.joint_data is None:
+            return self.inputs.pairs.clip(i)[0]
+        return teacher_forced_mel(self.inputs.acoustic.model, self.joint_data.dataset[i])
+
     def export_best(self, ckpt: CheckpointManager, validation: Validation) -> None:
         """The current generator as the run's best, `{"generator": state_dict}` (what
         `load_hifigan` reads), and beside it the whole voice: the acoustic model's weights
         with a sidecar naming that generator, which synth, the exports and evaluate then use
         unasked."""
         run, best, acoustic = self.ctx.run, ckpt.best, self.inputs.acoustic
-        data = serialize({"generator": {k: v.detach().clone() for k, v in self.model.state_dict().items()}})
+        data = serialize({"generator": {k: v.detach().clone() for k, v in self.generator.state_dict().items()}})
         meta = dict(acoustic.meta, vocoder=run.vocoder_export.name, vocoder_step=best.step,
                     vocoder_val_mel=best.val_mel, acoustic_checkpoint=acoustic.path.name)
+        if self.joint_data is not None:  # the acoustic weights are the jointly trained ones, not the file's
+            meta["acoustic_joint_step"] = best.step
 
         def write() -> None:
             write_atomic(data, run.vocoder_export)
