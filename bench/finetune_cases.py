@@ -326,6 +326,26 @@ def kept_generator(work: Path, name: str, checkpoint: Path) -> Path:
     out = work / "generators" / f"{name}_{checkpoint.stem}.pt"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        torch.save({"generator": state["model"]}, out)
+        model = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+        if any(k.startswith("generator.") for k in model):  # a joint fine-tune holds both models
+            model = {k.removeprefix("generator."): v for k, v in model.items() if k.startswith("generator.")}
+        torch.save({"generator": model}, out)
+    return out
+
+
+def kept_acoustic(work: Path, name: str, checkpoint: Path, base: Path) -> Path:
+    """The acoustic model of a joint train-vocoder checkpoint as a voice export (the base's
+    sidecar, these weights), which load_acoustic_model reads."""
+    import torch
+
+    from voxtrain.artifacts.weights import export_weights, load_weights
+
+    out = work / "acoustic" / f"{name}_{checkpoint.stem}.safetensors"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        model = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+        meta = load_weights(base)[1]
+        meta.pop("vocoder", None)  # the generator is given beside it
+        export_weights({k.removeprefix("acoustic."): v for k, v in model.items() if k.startswith("acoustic.")},
+                       meta, out)
     return out

@@ -20,7 +20,11 @@ and the CPU seconds of the training the row adds to `make demo`):
 - acoustic, no critic / with mel critic: the demo model trained on further on its own corpus
   (configs/finetune.yaml, --init-from), the same steps without and with the mel critic, so the
   critic's row is compared with the control's and not with a shorter training;
-- combined: the mel-critic model with the critic-trained generator.
+- combined: the mel-critic model with the critic-trained generator;
+- acoustic + Laplacian-mixture loss: as the control, with three Laplace components per mel bin
+  (model.mel_mixture=3, the new head starting fresh beside the demo model's);
+- joint: the vocoder critic's row with the acoustic model trained through the generator
+  (vocoder_training.joint), both scored as the joint run left them.
 The critic vocoder's generator is also scored every --vocoder-every steps (its curve).
 
 Phase-2 rows come from bench/finetune.py runs with --variant in one work directory (see
@@ -41,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 import finetune_cases
-from finetune_cases import _sets, kept_generator, log, read_json, run_logged, write_json
+from finetune_cases import _sets, kept_acoustic, kept_generator, log, read_json, run_logged, write_json
 from listening_scores import emit, shown, teacher_row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +69,11 @@ def trainings(args) -> dict[str, tuple[str, list[str]]]:
         # the mel loss's 1, 45 times HiFi-GAN's balance (its mel weight is 45).
         "vocoder_spectral_critic_x45": ("vocoder", [*critic, "vocoder_training.adversarial_weight=1",
                                                     "vocoder_training.feature_weight=2"]),
+        # JETS-style: the same critic steps, the acoustic model trained through the generator.
+        "joint_spectral_critic": ("vocoder", [*critic, "vocoder_training.joint=true"]),
         "acoustic_control": ("acoustic", []),
+        # Ren et al. 2022: three Laplace components per mel bin, the head added to the demo model.
+        "acoustic_laplace_mixture": ("acoustic", ["model.mel_mixture=3", "--skip-mismatched"]),
         "acoustic_mel_critic": ("acoustic", [*MEL_CRITIC, f"training.adversarial.warmup_steps={acoustic_warm}",
                                              f"training.adversarial.ramp_steps={acoustic_warm}"]),
     }
@@ -83,6 +91,9 @@ ROWS = {
     "acoustic, no critic (control)": ("acoustic_control", None, False),
     "acoustic + mel critic": ("acoustic_mel_critic", None, False),
     "combined: mel critic + vocoder critic": ("acoustic_mel_critic", "vocoder_spectral_critic", False),
+    "acoustic + Laplacian-mixture loss": ("acoustic_laplace_mixture", None, False),
+    "joint: acoustic through the vocoder + spectral critic": ("joint_spectral_critic", "joint_spectral_critic",
+                                                              False),
 }
 
 
@@ -93,33 +104,37 @@ def train(args, name: str) -> dict:
     record = args.work / "records" / f"{name}.json"
     if (done := read_json(record)) is not None:
         return done
-    kind, sets = trainings(args)[name]
+    kind, given = trainings(args)[name]
+    flags, sets = [s for s in given if s.startswith("--")], [s for s in given if not s.startswith("--")]
     run = args.work / "runs" / name
     base = RunDir(DEMO_RUN).best_export
     if kind == "vocoder":
         n, every = args.vocoder_steps, args.vocoder_every
         cmd = [*finetune_cases.VOXTRAIN, "train-vocoder", "--checkpoint", str(base), "--features", str(FEATURES),
-               "--corpus", str(CORPUS), "--run", str(run), "--yes", *_sets(
+               "--corpus", str(CORPUS), "--run", str(run), "--yes", *flags, *_sets(
                    f"vocoder_training.max_steps={n}", f"vocoder_training.validate_every={n}",
                    f"vocoder_training.save_every={every}", f"checkpoint.keep_last={n // every + 1}", *sets)]
     else:
         n = args.acoustic_steps
         cmd = [*finetune_cases.VOXTRAIN, "train", "--init-from", str(base), "--features", str(FEATURES),
-               "--run", str(run), "--config", "configs/finetune.yaml", "--yes", *_sets(
+               "--run", str(run), "--config", "configs/finetune.yaml", "--yes", *flags, *_sets(
                    f"training.max_steps={n}", f"training.save_every={n}", f"training.validate_every={n}",
                    "evaluation.enabled=false", *sets)]
     log(f"{name}: {n} steps")
     cost = run_logged(cmd, args.work / "logs" / f"{name}.log")
     kept = {step: str(path) for step, path in RunDir(run).checkpoint_files()}
+    done = {"kind": kind, "steps": n, "sets": given, **cost}
+    if "vocoder_training.joint=true" in sets:
+        done["kept_acoustic"] = {str(s): str(kept_acoustic(args.work, name, Path(p), base)) for s, p in kept.items()}
     if kind == "vocoder":
         kept = {step: str(kept_generator(args.work, name, Path(path))) for step, path in kept.items()}
-    done = {"kind": kind, "steps": n, "sets": sets, **cost, "kept": {str(s): p for s, p in kept.items()}}
+    done["kept"] = {str(s): p for s, p in kept.items()}
     write_json(record, done)
     return done
 
 
-def last(done: dict) -> str:
-    return done["kept"][str(max(int(s) for s in done["kept"]))]
+def last(done: dict, key: str = "kept") -> str:
+    return done[key][str(max(int(s) for s in done[key]))]
 
 
 def score_row(args, name: str, acoustic: Path, generator: Path | None, postfilter, scorers, reference) -> dict:
@@ -160,8 +175,11 @@ def demo_rows(args, scorers, reference) -> dict:
 
     rows = {}
     for name, (acoustic, vocoder, post) in ROWS.items():
-        costs = [train(args, t) for t in (acoustic, vocoder) if t not in (None, "universal")]
-        model = Path(last(train(args, acoustic))) if acoustic else RunDir(DEMO_RUN).best_export
+        costs = [train(args, t) for t in dict.fromkeys((acoustic, vocoder)) if t not in (None, "universal")]
+        model = RunDir(DEMO_RUN).best_export
+        if acoustic:
+            done = train(args, acoustic)
+            model = Path(last(done, "kept_acoustic" if "kept_acoustic" in done else "kept"))
         generator = (bundled_hifigan_path("universal") if vocoder == "universal"
                      else Path(last(train(args, vocoder))) if vocoder else None)
         row = score_row(args, name, model, generator, gv_postfilter() if post else None, scorers, reference)

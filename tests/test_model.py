@@ -210,3 +210,124 @@ def test_pace_scales_length(pace: float) -> None:
         # Each token rounds twice (base and paced): at most 0.5 + 0.5 / pace frames off.
         assert abs(fast["mel_lens"][b].item() - expected) <= (0.5 + 0.5 / pace) * n_tokens
     assert model.training  # infer restores the mode it found
+
+
+def mixture_model(seed: int = 0, **overrides) -> FastSpeech2:
+    """A K=3 model whose mixture layer is no longer fresh, so every component and bin differs."""
+    torch.manual_seed(seed)
+    model = FastSpeech2(tiny_config(mel_mixture=3, **overrides), N_SYMBOLS, N_MELS).eval()
+    with torch.no_grad():
+        model.mel_mixture.weight.normal_(0.0, 0.1)
+    return model
+
+
+def test_mixture_nll_is_lowest_with_a_sharp_component_on_the_target() -> None:
+    model = mixture_model()
+    loss_fn = FastSpeech2Loss(TrainingConfig(), model.cfg.aligner)
+    batch = collate(synthetic_clips(3, seed=4), pad_mel=4)
+    with torch.no_grad():
+        out = run(model, batch)
+    shape = (*batch.mels.shape, 3)
+    log_b = math.log(0.05)
+
+    def loss_with(shift: float) -> tuple[torch.Tensor, dict]:
+        # Component 1 sits `shift` off the target; the others are far off and equally likely.
+        locations = batch.mels[..., None] + torch.tensor([-40.0, shift, 40.0])
+        mixture = (locations, torch.full(shape, log_b), torch.zeros(shape))
+        return loss_fn(out | {"mel_mixture": mixture}, batch, step=10_000)
+
+    total_on, terms_on = loss_with(0.0)
+    total_off, terms_off = loss_with(0.5)
+    assert total_on < total_off and terms_on["mel_mixture"] < terms_off["mel_mixture"]
+    # -log(1/3 * 1/(2b)): the far components add nothing.
+    torch.testing.assert_close(terms_on["mel_mixture"], torch.tensor(math.log(3) + math.log(2) + log_b))
+    torch.testing.assert_close(terms_off["mel_mixture"] - terms_on["mel_mixture"], torch.tensor(0.5 / 0.05))
+    assert terms_on["mel"] == terms_off["mel"]  # the reported mel is the spoken one's error, not the fit
+
+
+def test_mixture_losses_ignore_padding() -> None:
+    model = mixture_model(postnet_layers=2, postnet_channels=32)
+    loss_fn = FastSpeech2Loss(TrainingConfig(), model.cfg.aligner)
+    clips = synthetic_clips(3, seed=2)
+    tight, loose = collate(clips), collate(clips, pad_text=3, pad_mel=11)
+    with torch.no_grad():
+        total_a, terms_a = loss_fn(run(model, tight), tight, step=10_000)
+        total_b, terms_b = loss_fn(run(model, loose), loose, step=10_000)
+    assert set(terms_a) == {"mel", "mel_mixture", "duration", "pitch", "energy", "forward_sum", "binarization",
+                            "total"}
+    for key in terms_a:
+        assert torch.isfinite(terms_a[key])
+        torch.testing.assert_close(terms_a[key], terms_b[key], atol=1e-5, rtol=1e-5)
+
+
+def decoder_hidden(model: FastSpeech2, phonemes: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """infer's output and the decoder output it was made from."""
+    seen = []
+    handle = model.decoder.register_forward_hook(lambda _module, _args, output: seen.append(output))
+    try:
+        result = model.infer(phonemes)
+    finally:
+        handle.remove()
+    return result, seen[0]
+
+
+@pytest.mark.parametrize("winner", [1, 2])
+def test_mixture_mel_is_the_location_of_the_most_probable_component(winner: int) -> None:
+    model = mixture_model()
+    k, width = 3, 3 * 3 - 1  # per bin: offsets of components 1 and 2, then 3 log-scales, then 3 logits
+    with torch.no_grad():
+        params = model.mel_mixture.weight.view(N_MELS, width, -1)
+        params[:, 2 * k - 1 :] = 0.0
+        model.mel_mixture.bias.view(N_MELS, width)[:, 2 * k - 1 + winner] = 5.0
+        phonemes = torch.randint(1, N_SYMBOLS, (1, 9))
+        result, hidden = decoder_hidden(model, phonemes)
+        offset = model.mel_mixture(hidden).view(*hidden.shape[:2], N_MELS, width)[..., winner - 1]
+        want = model.mel_head(hidden) + offset
+    frames = int(result["mel_lens"][0])
+    assert frames > 0 and offset.abs().min() > 0
+    torch.testing.assert_close(result["mel"][0, :frames], want[0, :frames], atol=1e-6, rtol=0)
+
+
+def test_a_fresh_mixture_speaks_as_its_mel_head() -> None:
+    torch.manual_seed(0)
+    mixed = FastSpeech2(tiny_config(mel_mixture=3), N_SYMBOLS, N_MELS).eval()
+    plain = FastSpeech2(tiny_config(), N_SYMBOLS, N_MELS).eval()
+    # A base checkpoint (no mixture) loads into the mixture model, leaving only the mixture fresh.
+    missing, unexpected = mixed.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["mel_mixture.bias", "mel_mixture.weight"] and not unexpected
+    phonemes = torch.randint(1, N_SYMBOLS, (2, 10))
+    batch = collate(synthetic_clips(2, seed=5))
+    with torch.no_grad():
+        assert torch.equal(mixed.infer(phonemes)["mel"], plain.infer(phonemes)["mel"])
+        assert torch.equal(run(mixed, batch)["mel_pred"], run(plain, batch)["mel_pred"])
+        locations = run(mixed, batch)["mel_mixture"].locations
+    assert all(torch.any(locations[..., 0] != locations[..., i]) for i in (1, 2))  # the components start apart
+
+
+def test_a_base_without_a_mixture_fine_tunes_into_one_with_skip_mismatched(caplog) -> None:
+    from voxtrain.config import Config, ConfigError, config_from_dict
+    from voxtrain.config.derive import model_from_checkpoint
+    from voxtrain.train.session import SessionError, match_weights
+
+    # A base saved before mel_mixture existed: its model section has no such key.
+    saved = Config().to_dict()["model"]
+    del saved["mel_mixture"]
+    source = "--init-from base.pt"
+    assert model_from_checkpoint(config_from_dict({"model": {"mel_mixture": 1}}), saved, source).model.mel_mixture == 1
+    asked = config_from_dict({"model": {"mel_mixture": 3}})
+    with pytest.raises(ConfigError, match=r"model\.mel_mixture: 3 in the config, 1 in the checkpoint.*\n.*"
+                                          r"--skip-mismatched"):
+        model_from_checkpoint(asked, saved, source)
+    assert model_from_checkpoint(asked, saved, source, allow_changes=True).model.mel_mixture == 3
+
+    torch.manual_seed(0)
+    base = FastSpeech2(tiny_config(), N_SYMBOLS, N_MELS).state_dict()
+    model = FastSpeech2(tiny_config(mel_mixture=3), N_SYMBOLS, N_MELS)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(SessionError, match="mel_mixture.weight: missing from base.pt"):
+        match_weights(fresh, base, skip_mismatched=False, source="base.pt")
+    with caplog.at_level("WARNING", logger="voxtrain.train"):
+        model.load_state_dict(match_weights(fresh, base, skip_mismatched=True, source="base.pt"))
+    assert "init-from: skipped mel_mixture.weight: missing from base.pt" in caplog.text
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in base.items())
+    assert torch.equal(model.mel_mixture.weight, fresh["mel_mixture.weight"])

@@ -273,3 +273,31 @@ def test_cli_refuses_options_the_onnx_paths_do_not_take(voice, tmp_path) -> None
     code, err = cli("synth", "--engine", "onnx", "-k", str(tmp_path / "none.onnx"), "-t", "Hi.",
                     "-o", str(tmp_path / "a.wav"))
     assert code == 1 and "none.onnx: no such voice file" in err
+
+
+def test_a_mel_mixture_voice_exports_and_passes_its_parity_check(trained, tmp_path) -> None:
+    import torch
+
+    from voxtrain.artifacts.checkpoint_format import load_state
+    from voxtrain.artifacts.weights import export_metadata, export_weights
+    from voxtrain.config import ModelConfig
+    from voxtrain.export.onnx import export_onnx_voice
+    from voxtrain.model import FastSpeech2
+
+    state = load_state(trained)
+    config = json.loads(json.dumps(state["config"]))
+    config["model"]["mel_mixture"] = 3
+    n_symbols, n_mels = state["model"]["embedding.weight"].shape[0], config["audio"]["n_mels"]
+    base = FastSpeech2(ModelConfig(**state["config"]["model"]), n_symbols, n_mels).eval()
+    base.load_state_dict(state["model"])
+    model = FastSpeech2(ModelConfig(**config["model"]), n_symbols, n_mels).eval()
+    model.load_state_dict(state["model"], strict=False)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.mel_mixture.weight.normal_(0.0, 0.3)  # winners that vary by frame and bin, as a trained head's do
+        ids = torch.randint(1, n_symbols, (1, 12))
+        assert not torch.equal(model.infer(ids)["mel"], base.infer(ids)["mel"])
+    path = export_weights(model.state_dict(), export_metadata(config, state["symbols"], state["step"]),
+                          tmp_path / "mix.safetensors")
+    result = export_onnx_voice(path, tmp_path / "mix.onnx", texts=["Hello world."], stream=False)
+    assert result.parity.ok, result.parity.describe()

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from voxtrain.config import Config, config_from_dict
 from voxtrain.config.base import ConfigError
-from voxtrain.config.sections import TRAINING_BEHAVIOUR_FIELDS
+from voxtrain.config.sections import TRAINING_BEHAVIOUR_FIELDS, ModelConfig
 
 log = logging.getLogger("voxtrain.config")
 
@@ -48,6 +48,12 @@ def _lookup(data: dict, path: str) -> Any:
     return data
 
 
+def _saved_setting(saved_model: dict, path: str) -> Any:
+    """A checkpoint's model setting; one the checkpoint predates (no key) is the default it was built with."""
+    value = _lookup(saved_model, path)
+    return _lookup(ModelConfig().model_dump(), path) if value is None else value
+
+
 def _with_settings(data: dict, settings: dict[str, Any]) -> dict:
     """Set `model.a.b`-style key paths in a model section's dict (as `_lookup` reads them)."""
     for path, value in settings.items():
@@ -68,9 +74,9 @@ def model_from_checkpoint(cfg: Config, saved_model: dict, source: str, allow_cha
     explicit = explicit_settings(cfg.model, "model")
     behaviour = {f"model.{name}" for name in TRAINING_BEHAVIOUR_FIELDS}
     wins = {k: v for k, v in explicit.items() if k in behaviour}
-    conflicts = {k: v for k, v in explicit.items() if k not in behaviour and _lookup(saved_model, k) != v}
+    conflicts = {k: v for k, v in explicit.items() if k not in behaviour and _saved_setting(saved_model, k) != v}
     if conflicts and not allow_changes:
-        listing = "\n  ".join(f"{k}: {v!r} in the config, {_lookup(saved_model, k)!r} in the checkpoint"
+        listing = "\n  ".join(f"{k}: {v!r} in the config, {_saved_setting(saved_model, k)!r} in the checkpoint"
                                for k, v in conflicts.items())
         hint = ", or pass --skip-mismatched to train them freshly initialised" if source.startswith("--init") else ""
         raise ConfigError(
@@ -79,7 +85,7 @@ def model_from_checkpoint(cfg: Config, saved_model: dict, source: str, allow_cha
         )
     for key, value in conflicts.items():
         log.warning("model setting %s = %r differs from the checkpoint (%r): the config wins",
-                    key, value, _lookup(saved_model, key))
+                    key, value, _saved_setting(saved_model, key))
     data = cfg.to_dict()
     data["model"] = _with_settings(json.loads(json.dumps(saved_model)), {**wins, **conflicts})
     return config_from_dict(data, f"{source} (model section)")

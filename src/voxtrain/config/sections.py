@@ -90,6 +90,13 @@ class ModelConfig(_Section):
     variance_embedding_kernel: int = Field(9, ge=1, description="Kernel of the conv embedding pitch/energy.")
     postnet_layers: int = Field(0, ge=0, description="Conv postnet layers after the mel head (0 = no postnet).")
     postnet_channels: int = Field(512, gt=0, description="Channels of the postnet.")
+    mel_mixture: int = Field(
+        1, ge=1, le=8,
+        description="Laplace components the decoder predicts per mel bin, trained by their negative "
+        "log-likelihood instead of training.mel_loss, so a bin with two plausible values is not pulled to "
+        "their blurred mean (Ren et al. 2022); synthesis speaks the location of the most probable component. "
+        "1 = a plain mel head trained with training.mel_loss.",
+    )
     max_positions: int = Field(4000, gt=0, description="Longest sequence the positional table covers.")
     aligner: AlignerConfig = Field(default_factory=AlignerConfig)
 

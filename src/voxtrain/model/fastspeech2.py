@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -55,6 +55,27 @@ def phoneme_average(frames: Tensor, hard: Tensor, durations: Tensor) -> Tensor:
     return total / durations.clamp_min(1).float()
 
 
+class MelMixture(NamedTuple):
+    """A Laplace mixture per mel bin, each (B, T, n_mels, K)."""
+
+    locations: Tensor
+    log_scales: Tensor
+    logits: Tensor
+
+
+def mixture_mode(locations: Tensor, logits: Tensor) -> Tensor:
+    """(..., K) -> (...): the location of each bin's most probable component. argmax takes the
+    first of tied components, and gather keeps it a static-shape graph for the ONNX export."""
+    best = logits.argmax(dim=-1, keepdim=True)
+    return torch.gather(locations, -1, best).squeeze(-1)
+
+
+def initial_offsets(k: int) -> Tensor:
+    """Starting offsets of components 1..k-1 from component 0: +-0.5, +-1.0, ... log-mel steps,
+    so the components begin apart and a gradient can tell them from each other."""
+    return torch.tensor([0.5 * ((i + 1) // 2) * (1 if i % 2 else -1) for i in range(1, k)])
+
+
 class FastSpeech2(nn.Module):
     """Embedding -> encoder -> variance adaptor (aligner + MAS durations) -> decoder -> mel."""
 
@@ -80,9 +101,32 @@ class FastSpeech2(nn.Module):
         self.energy_embedding = VarianceEmbedding(h, cfg.variance_embedding_kernel)
         self.decoder = stack(cfg.decoder_layers)
         self.mel_head = nn.Linear(h, n_mels)
+        # A layer beside mel_head, not a wider mel_head: a base checkpoint's mel_head still loads
+        # into component 0, and a fresh mixture (zero logits: ties go to component 0) speaks as it.
+        self.mel_mixture = self._mixture_layer(h, n_mels, cfg.mel_mixture) if cfg.mel_mixture > 1 else None
         self.postnet = (
             PostNet(n_mels, cfg.postnet_channels, cfg.postnet_layers, cfg.dropout) if cfg.postnet_layers > 0 else None
         )
+
+    @staticmethod
+    def _mixture_layer(h: int, n_mels: int, k: int) -> nn.Linear:
+        """Per bin: k - 1 offsets from mel_head, then k log-scales, then k logits."""
+        layer = nn.Linear(h, n_mels * (3 * k - 1))
+        with torch.no_grad():
+            layer.weight.zero_()
+            bias = torch.zeros(n_mels, 3 * k - 1)
+            bias[:, : k - 1] = initial_offsets(k)
+            layer.bias.copy_(bias.flatten())
+        return layer
+
+    def _mixture(self, hidden: Tensor) -> MelMixture | None:
+        if self.mel_mixture is None:
+            return None
+        k = self.cfg.mel_mixture
+        base = self.mel_head(hidden)[..., None]
+        params = self.mel_mixture(hidden).unflatten(-1, (self.n_mels, 3 * k - 1))
+        offsets, log_scales, logits = params.split([k - 1, k, k], dim=-1)
+        return MelMixture(torch.cat([base, base + offsets], dim=-1), log_scales, logits)
 
     def _predict(self, enc: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return (
@@ -92,10 +136,17 @@ class FastSpeech2(nn.Module):
         )
 
     def _decode(self, x: Tensor, mel_mask: Tensor) -> tuple[Tensor, Tensor | None]:
-        keep = mel_mask[..., None]
-        mel = self.mel_head(self.decoder(x, mel_mask)) * keep.to(x.dtype)
-        post = None if self.postnet is None else self.postnet(mel, mel_mask)
+        mel, post, _ = self._decode_mixture(x, mel_mask)
         return mel, post
+
+    def _decode_mixture(self, x: Tensor, mel_mask: Tensor) -> tuple[Tensor, Tensor | None, MelMixture | None]:
+        """The mel (the mixture's mode, or mel_head's output), the postnet's, and the mixture."""
+        hidden = self.decoder(x, mel_mask)
+        mixture = self._mixture(hidden)
+        mel = self.mel_head(hidden) if mixture is None else mixture_mode(mixture.locations, mixture.logits)
+        mel = mel * mel_mask[..., None].to(x.dtype)
+        post = None if self.postnet is None else self.postnet(mel, mel_mask)
+        return mel, post, mixture
 
     def forward(self, batch: Batch) -> dict[str, Any]:
         """Teacher-forced pass over a Batch (ground-truth mels, pitch and energy)."""
@@ -123,10 +174,11 @@ class FastSpeech2(nn.Module):
             + self.energy_embedding(energy_target.to(enc.dtype), text_mask)
         )
         x, _ = regulate_length(x, durations, mels.shape[1])
-        mel_pred, mel_postnet = self._decode(x, mel_mask)
+        mel_pred, mel_postnet, mixture = self._decode_mixture(x, mel_mask)
         return {
             "mel_pred": mel_pred,
             "mel_postnet": mel_postnet,
+            "mel_mixture": mixture,
             "log_duration_pred": log_duration_pred,
             "pitch_pred": pitch_pred,
             "energy_pred": energy_pred,

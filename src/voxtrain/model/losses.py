@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -15,6 +16,9 @@ from voxtrain.model.batch import Batch
 # Log-probability of the CTC blank before renormalisation (Badlani et al. use -1): the
 # blank lets mel frames be absorbed without forcing probability onto a wrong token.
 _BLANK_LOGPROB = -1.0
+# Floor of a Laplace component's log-scale: below it a component collapsed onto a few frames'
+# values would drive the likelihood (and its gradient, 1 / b) without bound.
+_MIN_LOG_SCALE = -7.0
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -52,6 +56,18 @@ def binarization_loss(attn_hard: Tensor, attn_soft: Tensor) -> Tensor:
         return -(hard * log_soft).sum() / hard.sum().clamp_min(1.0)
 
 
+def mixture_nll(target: Tensor, locations: Tensor, log_scales: Tensor, logits: Tensor, mel_mask: Tensor) -> Tensor:
+    """Mean negative log-likelihood of the target mel (B, T, M) under a Laplace mixture per bin
+    (each (B, T, M, K)), over real frames and bins."""
+    with torch.autocast(device_type=target.device.type, enabled=False):
+        log_scales = log_scales.float().clamp_min(_MIN_LOG_SCALE)
+        distance = (target.float()[..., None] - locations.float()).abs()
+        log_density = -math.log(2.0) - log_scales - distance * torch.exp(-log_scales)
+        nll = -torch.logsumexp(F.log_softmax(logits.float(), dim=-1) + log_density, dim=-1)
+        # Filled, not only weighted by the mask: padded targets hold anything, and 0 * inf is nan.
+        return _masked_mean(nll.masked_fill(~mel_mask[..., None], 0.0), mel_mask)
+
+
 def binarization_weight(step: int, aligner: AlignerConfig, final: float) -> float:
     """0 before binarization_start_step, then linear to `final` over binarization_ramp_steps."""
     if step < aligner.binarization_start_step:
@@ -64,7 +80,8 @@ def binarization_weight(step: int, aligner: AlignerConfig, final: float) -> floa
 
 class FastSpeech2Loss(nn.Module):
     """`(outputs, batch, step) -> (total, {mel, duration, pitch, energy, forward_sum,
-    binarization, total})`. Dict entries are detached and unweighted except `total`."""
+    binarization, total})`, plus `mel_mixture` for a model with a mel mixture. Dict entries
+    are detached and unweighted except `total`."""
 
     def __init__(self, training: TrainingConfig, aligner: AlignerConfig) -> None:
         super().__init__()
@@ -83,8 +100,14 @@ class FastSpeech2Loss(nn.Module):
         text_mask, mel_mask = outputs["text_mask"], outputs["mel_mask"]
         mels = batch.mels
         mel = self._mel_term(outputs["mel_pred"], mels, mel_mask)
-        if outputs.get("mel_postnet") is not None:
-            mel = mel + self._mel_term(outputs["mel_postnet"], mels, mel_mask)
+        post = None if outputs.get("mel_postnet") is None else self._mel_term(outputs["mel_postnet"], mels, mel_mask)
+        # A mixture trains on its likelihood; `mel` still reports the error of the mel it speaks,
+        # so val_mel (best_by, forecasts) compares with runs without a mixture.
+        mixture = outputs.get("mel_mixture")
+        nll = None if mixture is None else mixture_nll(mels, *mixture, mel_mask)
+        fit = mel if nll is None else nll
+        if post is not None:
+            mel, fit = mel + post, fit + post
 
         log_dur_target = torch.log1p(outputs["duration_target"].float())
         duration = _masked_mean((outputs["log_duration_pred"].float() - log_dur_target) ** 2, text_mask)
@@ -95,7 +118,7 @@ class FastSpeech2Loss(nn.Module):
 
         w = self.weights
         total = (
-            w.mel * mel
+            w.mel * fit
             + w.duration * duration
             + w.pitch * pitch
             + w.energy * energy
@@ -111,4 +134,6 @@ class FastSpeech2Loss(nn.Module):
             "binarization": binar,
             "total": total,
         }
+        if nll is not None:
+            terms["mel_mixture"] = nll
         return total, {k: v.detach() for k, v in terms.items()}

@@ -12,15 +12,15 @@ from torch import nn
 from voxtrain.config.sections import FreezablePart
 from voxtrain.text.symbols import SymbolTable
 
-# Module-name prefixes of each part. The mel head belongs to the decoder: freezing one
-# without the other would let a fixed decoder's output be re-projected, which is a new decoder.
+# Module-name prefixes of each part. The mel head (and its mixture) belongs to the decoder: freezing
+# one without the other would let a fixed decoder's output be re-projected, which is a new decoder.
 PART_MODULES: dict[str, tuple[str, ...]] = {
     "embedding": ("embedding",),
     "encoder": ("encoder",),
     "aligner": ("aligner",),
     "variance_adaptor": ("duration_predictor", "pitch_predictor", "energy_predictor",
                          "pitch_embedding", "energy_embedding"),
-    "decoder": ("decoder", "mel_head"),
+    "decoder": ("decoder", "mel_head", "mel_mixture"),
     "postnet": ("postnet",),
 }
 assert set(PART_MODULES) == set(get_args(FreezablePart)), "config's FreezablePart and PART_MODULES disagree"
