@@ -15,6 +15,12 @@
       config.json  shards/shard_00003.{mel,pitch,energy,phonemes}.npy  shards/shard_00003.json
       symbols.json  manifest.jsonl  stats.json  rejected.tsv  COMPLETE  .prepare.lock
       (what each file holds: `voxtrain.artifacts.store`)
+
+    voices/NAME/ (voxtrain finetune --run)
+      pipeline.json (the plan and each stage's record)  features/ (a feature store)
+      acoustic/ (a run: train --init-from)  vocoder/ (a run: train-vocoder)
+      voice.safetensors + voice.json (the finished voice; its sidecar names voice.generator.pt)
+      voice.onnx + voice.onnx.json (with --onnx)  logs/
 """
 
 from __future__ import annotations
@@ -235,3 +241,49 @@ class StoreLayout:
     def prepare_lock(self) -> Path:
         """Held by the one `voxtrain prepare` writing the store."""
         return self.root / ".prepare.lock"
+
+
+@dataclass(frozen=True)
+class FinetuneDir:
+    """Every path of a `voxtrain finetune` pipeline: its stages' own runs and stores inside it,
+    and the finished voice at its top."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def pipeline(self) -> Path:
+        """The plan and each stage's record (`voxtrain.pipeline.records`)."""
+        return self.root / "pipeline.json"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def acoustic(self) -> RunDir:
+        return RunDir(self.root / "acoustic")
+
+    @property
+    def vocoder(self) -> RunDir:
+        return RunDir(self.root / "vocoder")
+
+    @property
+    def voice(self) -> Path:
+        """The finished voice: synth, evaluate and export take it as it is."""
+        return self.root / "voice.safetensors"
+
+    @property
+    def voice_generator(self) -> Path:
+        """The voice's fine-tuned HiFi-GAN generator, which its sidecar names."""
+        return self.root / "voice.generator.pt"
+
+    @property
+    def onnx(self) -> Path:
+        return self.root / "voice.onnx"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"

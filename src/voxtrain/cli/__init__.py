@@ -8,7 +8,7 @@ real work inside its body, so `voxtrain --help` never loads torch.
 from __future__ import annotations
 
 # isort: off
-from voxtrain.cli import data, training, vocoder, runs, voice, checks  # noqa: F401  (registers the commands)
+from voxtrain.cli import data, training, vocoder, finetune, runs, voice, checks  # noqa: F401  (registers the commands)
 # isort: on
 from voxtrain.cli.common import app
 

@@ -57,6 +57,9 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML con
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="Override a config value: --set training.lr=2e-4 (repeatable).")
 ]
+# A deadline (seconds since the epoch) by which a training stage validates, saves and ends:
+# how `voxtrain finetune` keeps its budget. Hidden: a person gives `finetune --budget`.
+StopAtOpt = Annotated[float | None, typer.Option("--stop-at", hidden=True)]
 
 
 def _print_version(value: bool) -> None:

@@ -11,16 +11,29 @@ import typer
 from voxtrain.cli.common import EXIT_FAILURE, app, require_run_dir, usage_error
 
 
+def stage_run(run: Path, quiet: bool = False) -> Path:
+    """The run itself, or for a `voxtrain finetune` folder its current stage's run (said on stderr)."""
+    from voxtrain.ops.finetune_records import pipeline_stage
+
+    found = pipeline_stage(run) if run.is_dir() else None
+    if found is None:
+        return run
+    if not quiet:
+        typer.echo(found[1], err=True)
+    return found[0]
+
+
 @app.command()
 def status(
     run: Annotated[Path, typer.Argument(help="Run directory.")],
     json_: Annotated[bool, typer.Option("--json", help="One JSON object for scripts.")] = False,
 ) -> None:
-    """Is the run training? Step, target, loss, speed, ETA, last checkpoint."""
+    """Is the run training? Step, target, loss, speed, ETA, last checkpoint. For a `voxtrain
+    finetune` folder: where the pipeline is, and its current stage."""
     from voxtrain.ops.monitor import print_status
 
     require_run_dir(run)
-    raise typer.Exit(print_status(run, as_json=json_))
+    raise typer.Exit(print_status(stage_run(run, quiet=json_), as_json=json_))
 
 
 @app.command()
@@ -35,7 +48,7 @@ def monitor(
     from voxtrain.ops.monitor import monitor as run_monitor
 
     require_run_dir(run)
-    raise typer.Exit(run_monitor(run, interval=interval, once=once, plain=plain, as_json=json_))
+    raise typer.Exit(run_monitor(stage_run(run, quiet=json_), interval=interval, once=once, plain=plain, as_json=json_))
 
 
 @app.command()
@@ -48,7 +61,7 @@ def stop(
     from voxtrain.artifacts.layout import RunDir
     from voxtrain.ops.process import stop_trainer
 
-    outcome = stop_trainer(RunDir(run), timeout=timeout, force=force)
+    outcome = stop_trainer(RunDir(stage_run(run)), timeout=timeout, force=force)
     messages = {
         "not running": f"no trainer is running on {run}",
         "stopped": "stopped after saving a checkpoint",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from voxtrain.cli.common import EXIT_FAILURE, ConfigOpt, SetOpt, app, cli_config, fail, setup_logging
+from voxtrain.cli.common import EXIT_FAILURE, ConfigOpt, SetOpt, StopAtOpt, app, cli_config, fail, setup_logging
 
 if TYPE_CHECKING:
     from voxtrain.train.engine import TrainResult
@@ -42,6 +42,7 @@ def train(
         bool, typer.Option(help="With --init-from: keep tensors whose shapes differ freshly initialised.")
     ] = False,
     new_symbols: NewSymbolsOpt = False,
+    stop_at: StopAtOpt = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background; log to RUN/logs/.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     verbose: bool = False,
@@ -61,7 +62,7 @@ def train(
 
     _train_in_foreground(
         TrainOptions(run_dir=run, features=features, config=cfg, until_step=until_step,
-                     init_from=init_from, skip_mismatched=skip_mismatched),
+                     init_from=init_from, skip_mismatched=skip_mismatched, stop_at=stop_at),
         verbose, is_rank0,
     )
 

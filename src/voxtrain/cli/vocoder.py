@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from voxtrain.cli.common import ConfigOpt, SetOpt, app, cli_config
+from voxtrain.cli.common import ConfigOpt, SetOpt, StopAtOpt, app, cli_config
 from voxtrain.cli.training import confirm_start, finish, launch_in_background, start_logging
 
 
@@ -25,6 +25,7 @@ def train_vocoder(
     until_step: Annotated[
         int | None, typer.Option(help="Stop this invocation at this step (a stage target).")
     ] = None,
+    stop_at: StopAtOpt = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background; log to RUN/logs/.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     verbose: bool = False,
@@ -48,7 +49,7 @@ def train_vocoder(
     from voxtrain.vocoder_training import train_vocoder as run_fine_tune
 
     start_logging(run, verbose, is_rank0)
-    result = run_fine_tune(checkpoint, features, corpus, run, cfg, until_step)
+    result = run_fine_tune(checkpoint, features, corpus, run, cfg, until_step, stop_at)
     if not result.exit_code and result.best_step is not None:
         typer.echo(f"best generator: step {result.best_step}, val_mel {result.best_val_mel:.4f} -> "
                    f"{RunDir(run).vocoder_export}")

@@ -288,6 +288,21 @@ class FinetuneConfig(_Section):
         "shared symbols keep theirs. Off: such data is refused, naming each symbol.",
     )
 
+    # `voxtrain finetune`'s time budget (docs/FINETUNE.md has the measurements behind them).
+    budget_minutes: float = Field(
+        10.0, gt=0, description="voxtrain finetune: wall-clock minutes for the whole pipeline (--budget).")
+    acoustic_share: float = Field(
+        0.3, gt=0, lt=1,
+        description="voxtrain finetune: the acoustic stage's share of the training time; the vocoder stage gets "
+        "the rest, and whatever the acoustic stage leaves.",
+    )
+    min_budget_minutes: float = Field(
+        4.0, gt=0, description="voxtrain finetune: budgets below this are refused before any work.")
+    min_audio_seconds: float = Field(
+        15.0, gt=0, description="voxtrain finetune: less training audio than this is refused, with how much there is.")
+    reserve_seconds: float = Field(
+        30.0, ge=0, description="voxtrain finetune: time kept back for writing the voice (and its ONNX export).")
+
     @model_validator(mode="after")
     def _check_freeze(self) -> FinetuneConfig:
         repeated = sorted({p for p in self.freeze if self.freeze.count(p) > 1})

@@ -216,4 +216,4 @@ class AcousticTask:
 
 def train(opts: TrainOptions) -> TrainResult:
     """Train as `opts` asks (fresh, resumed or fine-tuned) and release the run at the end."""
-    return run_task(AcousticOpener(opts), opts.run_dir, opts.until_step)
+    return run_task(AcousticOpener(opts), opts.run_dir, opts.until_step, opts.stop_at)

@@ -1,10 +1,12 @@
 """The run harness: one explicit training loop on Accelerate for every task, readable in one sitting.
 
 A "step" is always an optimizer step. The loop stops at a stage target (`until_step`), at
-max_steps, when the targets hold or the early stop fires (after saving), on SIGTERM/SIGINT
-(after finishing the step and saving), after too many consecutive non-finite steps (after
-saving the last good state), or when even single clips do not fit in memory. What trains is
-a task (`train/task.py`): the acoustic model (`train/acoustic.py`) and the HiFi-GAN vocoder
+max_steps, at a wall-clock deadline (`stop_at`: after finishing the step, validating it unless
+it just was, and saving, so a stage cut short by its time budget keeps its work), when the
+targets hold or the early stop fires (after saving), on SIGTERM/SIGINT (after finishing the
+step and saving), after too many consecutive non-finite steps (after saving the last good
+state), or when even single clips do not fit in memory. What trains is a task
+(`train/task.py`): the acoustic model (`train/acoustic.py`) and the HiFi-GAN vocoder
 (`vocoder_training/task.py`) run through this same loop.
 """
 
@@ -62,12 +64,13 @@ class TaskOpener(Protocol):
 
 
 class Engine:
-    def __init__(self, opener: TaskOpener, run_dir: Path, until_step: int | None = None):
+    def __init__(self, opener: TaskOpener, run_dir: Path, until_step: int | None = None,
+                 stop_at: float | None = None):
         retain_freed_memory()
         self.accelerator, self.precision = make_accelerator(opener.precision)
         self.is_main = self.accelerator.is_main_process
         quiet_other_ranks(self.is_main)
-        self.run, self.until_step = RunDir(run_dir), until_step
+        self.run, self.until_step, self.stop_at = RunDir(run_dir), until_step, stop_at
         # Only rank 0 writes to the run directory, so only it needs to hold the run's lock.
         self.lock = RunLock(self.run, log.warning).acquire() if self.is_main else None
         self.recorder: RunRecorder | None = None
@@ -198,6 +201,7 @@ class Engine:
         window, consecutive_bad = LogWindow(), 0
         while self.step < target:
             if self._any_rank(self.stop.requested):
+                self._stop_cause = "signal"
                 return f"stopped by {self.stop.signal_name or 'signal on another rank'}", EXIT_OK
             t0 = time.perf_counter()
             drawn = [next(batches) for _ in range(loop.grad_accum)]
@@ -227,7 +231,18 @@ class Engine:
                 return decision.reason, EXIT_OK
             if self.step % loop.save_every == 0 and not self.save():
                 return self._no_checkpoint_message(), EXIT_NO_CHECKPOINT
+            if self.step < target and self._any_rank(self.stop_at is not None and time.time() >= self.stop_at):
+                return self._out_of_time(due)
         return f"reached target step {target}", EXIT_OK
+
+    def _out_of_time(self, validated: bool) -> tuple[str, int]:
+        """The deadline passed: the last step is validated (a stage stopped before its first
+        validation would otherwise leave no best), then the loop ends and the run saves."""
+        self._stop_cause = "time_budget"
+        if not validated and (decision := self._validate()) is not None:
+            self._stop_cause = decision.cause
+            return decision.reason, EXIT_OK
+        return f"stopped at its time budget (step {self.step})", EXIT_OK
 
     def _step(self, micro_batches: list[MicroBatch]) -> StepResult | None:
         """One optimizer step. When a batch does not fit in memory, the step is redone with each
@@ -351,9 +366,11 @@ class Engine:
             self.lock.release()
 
 
-def run_task(opener: TaskOpener, run_dir: Path, until_step: int | None = None) -> TrainResult:
-    """Train what `opener` builds in `run_dir` (fresh or resumed) and release the run at the end."""
-    engine = Engine(opener, run_dir, until_step)
+def run_task(opener: TaskOpener, run_dir: Path, until_step: int | None = None,
+             stop_at: float | None = None) -> TrainResult:
+    """Train what `opener` builds in `run_dir` (fresh or resumed) until its target or the
+    wall-clock time `stop_at` (time.time()), and release the run at the end."""
+    engine = Engine(opener, run_dir, until_step, stop_at)
     try:
         return engine.train()
     finally:

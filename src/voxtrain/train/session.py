@@ -40,6 +40,7 @@ class TrainOptions:
     until_step: int | None = None
     init_from: Path | None = None
     skip_mismatched: bool = False
+    stop_at: float | None = None  # a wall-clock deadline, time.time(): a pipeline stage's budget
 
 
 @dataclass

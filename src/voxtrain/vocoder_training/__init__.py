@@ -27,20 +27,22 @@ def train_vocoder(
     run_dir: str | Path,
     config: Config | None = None,
     until_step: int | None = None,
+    stop_at: float | None = None,
 ) -> TrainResult:
     """Fine-tune (or resume fine-tuning) the bundled HiFi-GAN generator in `run_dir`.
 
     checkpoint: the acoustic model (a `voxtrain train` checkpoint .pt or .safetensors export)
     trained on `features`, the feature store `voxtrain prepare` made from `corpus`. config:
     its `vocoder_training`, `checkpoint` and `training.trackers` sections apply (None: the
-    defaults). until_step: a stage target; SIGTERM/SIGINT saves and returns exit code 0. It runs
+    defaults). until_step: a stage target; stop_at: a wall-clock deadline (time.time()), after
+    which it validates, saves and returns; SIGTERM/SIGINT saves and returns exit code 0. It runs
     on the same harness as `voxtrain train` (its exit codes, its out-of-memory retry and non-finite skip).
     Raises VocoderTrainingError (or the store's StoreError, the lock's RunLockedError) when
     the inputs cannot be used, with what to do.
     """
     opts = VocoderOptions(Path(checkpoint), Path(features), Path(corpus), Path(run_dir),
-                          config if config is not None else Config(), until_step)
-    return run_task(VocoderOpener(opts), opts.run_dir, opts.until_step)
+                          config if config is not None else Config(), until_step, stop_at)
+    return run_task(VocoderOpener(opts), opts.run_dir, opts.until_step, opts.stop_at)
 
 
 __all__ = ["VocoderOptions", "VocoderTrainingError", "train_vocoder"]

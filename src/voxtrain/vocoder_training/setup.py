@@ -44,6 +44,7 @@ class VocoderOptions:
     run_dir: Path
     config: Config = field(default_factory=Config)
     until_step: int | None = None
+    stop_at: float | None = None  # a wall-clock deadline, time.time(): a pipeline stage's budget
 
 
 @dataclass
