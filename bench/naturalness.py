@@ -24,7 +24,8 @@ and the CPU seconds of the training the row adds to `make demo`):
 - acoustic + Laplacian-mixture loss: as the control, with three Laplace components per mel bin
   (model.mel_mixture=3, the new head starting fresh beside the demo model's);
 - joint: the vocoder critic's row with the acoustic model trained through the generator
-  (vocoder_training.joint), both scored as the joint run left them.
+  (vocoder_training.joint), both scored as the joint run left them; once at the acoustic LR of a
+  fine-tune (2e-4) and once at a quarter of it.
 The critic vocoder's generator is also scored every --vocoder-every steps (its curve).
 
 Phase-2 rows come from bench/finetune.py runs with --variant in one work directory (see
@@ -54,6 +55,7 @@ COLUMNS = {"dnsmos_ovrl": "ovrl", "dnsmos_p808": "p808", "distillmos": "distillm
            "similarity": "similarity"}
 VOCODER_CRITIC = ["vocoder_training.critic=spectral"]
 MEL_CRITIC = ["training.adversarial.critic=mel"]
+NO_CRITIC = ["training.adversarial.critic=none"]
 
 
 def trainings(args) -> dict[str, tuple[str, list[str]]]:
@@ -71,9 +73,13 @@ def trainings(args) -> dict[str, tuple[str, list[str]]]:
                                                     "vocoder_training.feature_weight=2"]),
         # JETS-style: the same critic steps, the acoustic model trained through the generator.
         "joint_spectral_critic": ("vocoder", [*critic, "vocoder_training.joint=true"]),
-        "acoustic_control": ("acoustic", []),
+        # The same at a quarter of the acoustic LR: at 2e-4 the acoustic model's own mel error rose.
+        "joint_spectral_critic_slow": ("vocoder", [*critic, "vocoder_training.joint=true",
+                                                   "vocoder_training.joint_lr=5e-5"]),
+        # configs/finetune.yaml trains with the mel critic: the control and the mixture turn it off.
+        "acoustic_control": ("acoustic", NO_CRITIC),
         # Ren et al. 2022: three Laplace components per mel bin, the head added to the demo model.
-        "acoustic_laplace_mixture": ("acoustic", ["model.mel_mixture=3", "--skip-mismatched"]),
+        "acoustic_laplace_mixture": ("acoustic", [*NO_CRITIC, "model.mel_mixture=3", "--skip-mismatched"]),
         "acoustic_mel_critic": ("acoustic", [*MEL_CRITIC, f"training.adversarial.warmup_steps={acoustic_warm}",
                                              f"training.adversarial.ramp_steps={acoustic_warm}"]),
     }
@@ -94,6 +100,7 @@ ROWS = {
     "acoustic + Laplacian-mixture loss": ("acoustic_laplace_mixture", None, False),
     "joint: acoustic through the vocoder + spectral critic": ("joint_spectral_critic", "joint_spectral_critic",
                                                               False),
+    "joint at acoustic lr 5e-5": ("joint_spectral_critic_slow", "joint_spectral_critic_slow", False),
 }
 
 
