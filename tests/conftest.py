@@ -304,7 +304,7 @@ def without_time(state: dict) -> dict:
     return {k: v for k, v in state.items() if k != "time"}  # the wall-clock time of the save
 
 
-# -- train-vocoder runs on the micro corpus (test_vocoder_training, test_vocoder_harness) --------
+# -- train-vocoder runs on the micro corpus (test_vocoder_training, _harness, _critics) ----------
 # Tiny segments, batch 2, few steps: a step is under a second on one core. Validation (the
 # whole of both validation clips) is the slow part, so it runs only at step 0 and at the end.
 VOCODER_SETTINGS = {
@@ -315,7 +315,7 @@ VOCODER_SETTINGS = {
     },
     "training": {"trackers": []},
     "checkpoint": {"keep_last": 1, "disk_margin_mb": 0},
-    "evaluation": {"enabled": False},  # as in MICRO_CONFIG; test_vocoder_harness turns it on once
+    "evaluation": {"enabled": False},  # as in MICRO_CONFIG; test_vocoder_critics turns it on once
 }
 
 
