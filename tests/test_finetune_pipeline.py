@@ -20,10 +20,10 @@ FEW_STEPS = ("training.max_steps=6", "training.save_every=2", "vocoder_training.
 
 
 def finetune_cmd(base: Path, features: Path, corpus: Path, run: Path, config: Path, *settings: str,
-                 budget: str = "10m") -> list[str]:
+                 budget: str = "10m", onnx: bool = False) -> list[str]:
     return [sys.executable, "-m", "voxtrain.cli", "finetune", "--base", str(base), "--corpus", str(corpus),
             "--features", str(features), "--run", str(run), "--config", str(config), "--budget", budget, "--yes",
-            *(x for s in settings for x in ("--set", s))]
+            *(["--onnx"] if onnx else []), *(x for s in settings for x in ("--set", s))]
 
 
 def stages(run: Path) -> dict:
@@ -87,7 +87,7 @@ def test_the_budget_is_kept_and_a_stage_cut_short_still_leaves_a_voice(acoustic,
     # vocoder stage less than it needs, so the voice keeps the base's vocoder.
     result = run_cmd(finetune_cmd(acoustic, features, corpus_dir, run, vocoder_config, "training.max_steps=100000",
                                   "finetune.min_budget_minutes=0.1", "finetune.acoustic_share=0.1",
-                                  "finetune.reserve_seconds=0", budget="2m"), timeout=600)
+                                  "finetune.reserve_seconds=0", budget="2m", onnx=True), timeout=600)
     assert result.returncode == 0, result.stderr
     record = stages(run)
     assert record["acoustic"]["cause"] == "time_budget" and record["acoustic"]["step"] < 100000
@@ -96,6 +96,16 @@ def test_the_budget_is_kept_and_a_stage_cut_short_still_leaves_a_voice(acoustic,
     assert sum(r["seconds"] for r in record.values()) <= 120, record
     sidecar = json.loads((run / "voice.json").read_text())
     assert "vocoder" not in sidecar and sidecar["step"] == record["acoustic"]["step"]
+
+    # --onnx: the piper voice beside it, which piper's own CLI plays.
+    from voxtrain.demo_corpus import find_piper_executable
+
+    assert record["voice"]["onnx"] == str(run / "voice.onnx")
+    wav = tmp_path / "piper.wav"
+    played = subprocess.run([str(find_piper_executable()), "-m", str(run / "voice.onnx"), "-f", str(wav)],
+                            input="Hello there.\n", capture_output=True, text=True, timeout=300)
+    assert played.returncode == 0, played.stderr
+    assert wav.stat().st_size > 1000
 
 
 def test_bad_input_is_refused_by_name_and_loses_nothing(acoustic, features, corpus_dir, vocoder_config,
