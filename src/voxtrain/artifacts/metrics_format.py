@@ -163,6 +163,11 @@ def read_metrics(path: Path) -> list[dict]:
     return list(MetricsTail(path).read())
 
 
+def stop_events(path: Path) -> list[dict]:
+    """The `stop` events of a metrics file, oldest first: how each session of the run ended."""
+    return [r for r in read_metrics(path) if r.get("type") == EVENT and r.get("event") == Event.STOP]
+
+
 @dataclass
 class Trajectory:
     """A run's records after resumes: steps redone after a resume replace the ones a killed

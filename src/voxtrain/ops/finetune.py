@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from voxtrain.artifacts.layout import FinetuneDir, RunDir, export_sidecar
-from voxtrain.artifacts.metrics_format import Event, read_metrics
+from voxtrain.artifacts.metrics_format import stop_events
 from voxtrain.artifacts.store import FeatureStore
 from voxtrain.config import Config, load_config
 from voxtrain.config.derive import explicit_settings
-from voxtrain.ops.finetune_plan import FinetuneBudget, recommend_budget
+from voxtrain.ops.finetune_plan import FinetuneBudget, recommend_budget, split_minutes
 from voxtrain.ops.finetune_records import FinetuneError, PipelineRecords
 
 log = logging.getLogger("voxtrain.finetune")
@@ -127,7 +127,7 @@ class Pipeline:
         """The steps each stage aims at (from the data) and the time each gets (from the budget);
         shown and confirmed before the first training step."""
         train = store.split_indices("train")
-        minutes = sum(float(store.records[i]["seconds"]) for i in train) / 60
+        minutes = split_minutes(store, "train")
         f = self.config.finetune
         if minutes * 60 < f.min_audio_seconds:
             raise FinetuneError(f"{self.req.corpus}: {minutes * 60:.0f} s of training audio ({len(train)} clips after "
@@ -268,7 +268,7 @@ def _copy_voice(weights: Path, out: Path, generator: str | None) -> None:
 
 
 def _last_stop(run: RunDir) -> dict | None:
-    stops = [r for r in read_metrics(run.metrics) if r.get("event") == Event.STOP] if run.metrics.is_file() else []
+    stops = stop_events(run.metrics)
     return stops[-1] if stops else None
 
 

@@ -64,19 +64,20 @@ def recommend_budget(train_clips: int, batch: int, train_minutes: float) -> Fine
                           validate_every, vocoder)
 
 
-def _minutes(store: FeatureStore, split: str) -> float:
+def split_minutes(store: FeatureStore, split: str) -> float:
+    """Minutes of audio in one split of a store."""
     return sum(float(store.records[i]["seconds"]) for i in store.split_indices(split)) / 60
 
 
 def plan_rows(cfg: Config, store: FeatureStore, base_meta: dict, source: Path) -> list[PlanRow]:
     """The rows pre-flight adds for a fine-tune from `source` (its metadata `base_meta`)."""
     n_train, n_val = len(store.split_indices("train")), len(store.split_indices("val"))
-    train_min = _minutes(store, "train")
+    train_min = split_minutes(store, "train")
     t = cfg.training
     per_step = t.batch_size * t.grad_accum
     steps_per_epoch = max(1, math.ceil(n_train / per_step))
     rows = [PlanRow("fine-tune data", "pass", f"{n_train} train clips ({train_min:.1f} min), {n_val} validation "
-                    f"clips ({_minutes(store, 'val'):.1f} min)")]
+                    f"clips ({split_minutes(store, 'val'):.1f} min)")]
     if per_step > n_train:
         rows.append(PlanRow("steps/epoch", "warn", f"one optimizer step ({t.batch_size} x {t.grad_accum} clips) "
                             f"covers more than the {n_train} train clips: every step repeats clips; lower "

@@ -8,13 +8,12 @@ import time
 
 from voxtrain.artifacts.layout import RunDir
 from voxtrain.artifacts.lock import pid_alive, running_trainer
-from voxtrain.artifacts.metrics_format import EVENT, Event, read_metrics
+from voxtrain.artifacts.metrics_format import stop_events
 
 
 def _clean_stop_since(run: RunDir, since: float) -> bool:
     """Did the trainer record a clean stop (saved, exit 0) after `since`?"""
-    return any(r.get("type") == EVENT and r.get("event") == Event.STOP and r.get("exit_code") == 0
-               and r.get("time", 0) >= since - 1 for r in read_metrics(run.metrics))
+    return any(r.get("exit_code") == 0 and r.get("time", 0) >= since - 1 for r in stop_events(run.metrics))
 
 
 def stop_trainer(run: RunDir, timeout: float = 300.0, force: bool = False, poll: float = 0.2) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voxtrain.artifacts.layout import RunDir
-from voxtrain.artifacts.metrics_format import EVENT, TRAIN, Event, read_metrics
+from voxtrain.artifacts.metrics_format import TRAIN, read_metrics, stop_events
 from voxtrain.config import Config, config_from_dict
 from voxtrain.errors import VoxtrainError
 from voxtrain.versions import versions_line
@@ -184,7 +184,7 @@ def _check_step(run: RunDir, step: int) -> str:
     last = max((r["step"] for r in steps), default=0)
     if last != step:
         raise SmokeFailure(f"{run.metrics}: last train record is step {last}, expected {step}")
-    stops = [r for r in read_metrics(run.metrics) if r.get("type") == EVENT and r.get("event") == Event.STOP]
+    stops = stop_events(run.metrics)
     if not stops or stops[-1].get("exit_code") != 0:
         raise SmokeFailure(f"{run.metrics}: no clean stop event after step {step}")
     return f"metrics.jsonl: {len(steps)} train records, last step {last}; stop: {stops[-1].get('reason')}"
