@@ -45,9 +45,16 @@ def test_killed_in_each_stage_it_resumes_to_the_unbroken_runs_voice(acoustic, fe
                                                                      vocoder_config, tmp_path) -> None:
     from voxtrain.artifacts.weights import load_weights
 
+    # The unbroken pipeline runs detached, as `--detach` does: it returns once the pipeline holds its folder.
     reference = tmp_path / "reference"
-    done = run_cmd(finetune_cmd(acoustic, features, corpus_dir, reference, vocoder_config, *FEW_STEPS), timeout=600)
-    assert done.returncode == 0, done.stderr
+    launched = run_cmd([*finetune_cmd(acoustic, features, corpus_dir, reference, vocoder_config, *FEW_STEPS),
+                        "--detach"])
+    assert launched.returncode == 0 and "voxtrain status" in launched.stdout, launched.stderr
+    # It holds its folder: a second pipeline on it is refused, naming the first.
+    second = run_cmd(finetune_cmd(acoustic, features, corpus_dir, reference, vocoder_config, *FEW_STEPS))
+    assert second.returncode == 1 and "is already being trained by pid" in second.stderr, second.stderr
+    wait_until(lambda: stages(reference).get("voice", {}).get("status") == "done"
+               if (reference / "pipeline.json").is_file() else False, 600, "the detached pipeline's voice")
     assert {k: v["status"] for k, v in stages(reference).items()} == {
         "acoustic": "done", "vocoder": "done", "voice": "done"}
 

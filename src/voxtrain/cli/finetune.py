@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from voxtrain.cli.common import EXIT_FAILURE, ConfigOpt, SetOpt, app, fail, setup_logging
+from voxtrain.cli.training import launch_in_background
 
 
 def parse_minutes(text: str) -> float:
@@ -34,6 +35,7 @@ def finetune(
     = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background; log to RUN/logs/.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     verbose: bool = False,
 ) -> None:
@@ -42,8 +44,12 @@ def finetune(
     killed, the same command continues where it was and never redoes a finished stage."""
     from voxtrain.ops.finetune import FinetuneRequest, run_finetune
 
-    setup_logging(verbose)
     minutes = parse_minutes(budget) if budget is not None else None
+    if detach:  # the plan goes to the log; `voxtrain status RUN` shows where the pipeline is
+        launch_in_background(run)
+        return
+    # The console only: each stage logs into its own run, and a detached pipeline into RUN/logs/.
+    setup_logging(verbose)
 
     def confirm(rows: list[str]) -> None:
         typer.echo("fine-tune plan:\n  " + "\n  ".join(rows), err=True)

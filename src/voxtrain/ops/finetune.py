@@ -88,6 +88,13 @@ class Pipeline:
 
     # -- stages ----------------------------------------------------------------------
     def run(self) -> FinetuneOutcome:
+        """The stages, holding the folder's lock (its PID file is what `--detach` waits for)."""
+        from voxtrain.artifacts.lock import RunLock
+
+        with RunLock(RunDir(self.dir.root), log.warning):
+            return self._stages()
+
+    def _stages(self) -> FinetuneOutcome:
         features = self.prepare()
         store = FeatureStore(features)
         budget = self.plan(store)
