@@ -20,7 +20,7 @@
       pipeline.json (the plan and each stage's record)  features/ (a feature store)
       acoustic/ (a run: train --init-from)  vocoder/ (a run: train-vocoder)
       voice.safetensors + voice.json (the finished voice; its sidecar names voice.generator.pt)
-      voice.onnx + voice.onnx.json (with --onnx)  logs/
+      voice.onnx + voice.onnx.json (with --onnx)  logs/ (as a run's: the lock, the PID, a detached log)
 """
 
 from __future__ import annotations
@@ -283,7 +283,3 @@ class FinetuneDir:
     @property
     def onnx(self) -> Path:
         return self.root / "voice.onnx"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"

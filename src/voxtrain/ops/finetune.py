@@ -13,6 +13,7 @@ ops/finetune_plan.py's, from the phase-2 bench.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -28,6 +29,7 @@ from typing import Any
 from voxtrain.artifacts.layout import FinetuneDir, RunDir, export_sidecar
 from voxtrain.artifacts.metrics_format import stop_events
 from voxtrain.artifacts.store import FeatureStore
+from voxtrain.atomic import write_json_atomic
 from voxtrain.config import Config, load_config
 from voxtrain.config.derive import explicit_settings
 from voxtrain.ops.finetune_plan import FinetuneBudget, recommend_budget, split_minutes
@@ -77,7 +79,6 @@ class Pipeline:
                                 f"{f.min_budget_minutes:g} minutes (finetune.min_budget_minutes)")
         self.budget_s = minutes * 60
         self.records = PipelineRecords.open(self.dir, req.identity(self.budget_s))
-        self.t0 = time.time()
         self.stopped = False
         self._child: subprocess.Popen | None = None
 
@@ -256,10 +257,6 @@ class Pipeline:
 
 def _copy_voice(weights: Path, out: Path, generator: str | None) -> None:
     """Copy an export and its sidecar; the sidecar names `generator` (beside `out`) or none."""
-    import json
-
-    from voxtrain.atomic import write_json_atomic
-
     if not weights.is_file():
         raise FinetuneError(f"{weights} is missing: the stage that writes it has no best yet; run the same "
                             f"command again to continue it")
